@@ -1,0 +1,631 @@
+"""HAT: Activating More Pixels in Image Super-Resolution Transformer.
+
+Chen, Wang, Zhou, Qiao, Dong, CVPR 2023, arXiv:2205.04437.
+Upstream: ``github:XPixelGroup/HAT`` @ 1638a9a822581657811867bf670717f8371fc3e5
+(``hat/archs/hat_arch.py``, ``hat/models/hat_model.py``, ``options/test/HAT_SRx4.yml``),
+Apache-2.0; built on SwinIR (Apache-2.0). Rewritten for csrbench; module attribute
+names follow upstream, so ``state_dict()`` keys and shapes equal the official ones
+(``conv_first``, ``patch_embed.norm``, ``layers.<i>.residual_group.blocks.<j>.attn.qkv``,
+``...blocks.<j>.conv_block.cab.<k>``, ``layers.<i>.residual_group.overlap_attn.*``,
+``relative_position_bias_table``, ``layers.<i>.conv``, ``norm``, ``conv_after_body``,
+``conv_before_upsample.0``, ``upsample.<k>``, ``conv_last``).
+
+Structure: conv_first -> RHAG x N (each: HAB x depth [window self-attention with
+alternating shift + a channel-attention conv branch CAB scaled by ``conv_scale``],
+then one OCAB [overlapping cross-attention: queries from ws x ws windows, keys and
+values from (1 + overlap_ratio) * ws windows unfolded with stride ws], then a 3x3
+conv, residual) -> LayerNorm -> conv_after_body + shallow skip -> pixel-shuffle.
+
+Differences from upstream, none of which changes a weight or a result:
+    * attention runs through ``F.scaled_dot_product_attention``
+      (:func:`baselines._swin_common.window_attention`, oracle ``window_attention_ref``);
+    * ``relative_position_index_SA`` / ``relative_position_index_OCA`` are
+      NON-persistent buffers (upstream: persistent, so released checkpoints such as
+      ``HAT_SRx4.pth`` carry them). They depend only on ``window_size`` and
+      ``overlap_ratio``; :func:`checkpoint_filter_fn` checks that the checkpoint's
+      equal the model's and drops them, so ``load_state_dict(strict=True)`` works;
+    * the OCA index is stored reduced modulo the bias-table size. Upstream's formula
+      yields negative entries, which PyTorch indexing wraps around; the reduced
+      index selects exactly the same table rows;
+    * the shifted-window ``attn_mask`` is built at forward time for the actual padded
+      size (one cached entry), as upstream's ``forward_features`` does each call;
+    * ``mean`` is a non-persistent buffer (upstream: a plain tensor attribute);
+    * padding: the official test (``HATModel.pre_process``) reflect-pads the LR image
+      bottom/right to a multiple of ``window_size`` and crops the SR output; here
+      ``forward`` does the same, so any (h, w) works (maps smaller than the pad are
+      reflected repeatedly, where upstream's ``F.pad`` would fail);
+    * ``img_size`` only documents the training patch (upstream shrinks the window
+      when ``img_size <= window_size``; that case is refused);
+    * not carried over: ``ape``, ``patch_size != 1``, ``qk_scale``, ``attn_drop_rate``
+      (fused attention), upsamplers other than ``pixelshuffle`` (upstream's forward
+      implements only that one).
+
+Complexity: :func:`hat` (``HAT_SRx4.yml``) has 20,772,507 parameters (sum of numel,
+equal to the official module). Table 1 of the MambaCSR paper prints 20.81 M /
+102.4 G (the HAT paper's own figures); thop at 1x3x64x64 gives 20.510 M /
+86.41 GMACs (thop skips the relative-position bias tables). Those counts are
+reproduced by ``harness/complexity.py``, not here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from baselines._swin_common import (
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchUnEmbed,
+    Upsample,
+    linear_drop_path_rates,
+    pad_to_multiple,
+    relative_position_index,
+    window_attention,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = ["HAT", "HATConfig", "checkpoint_filter_fn", "hat", "smoke"]
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
+
+
+@dataclass(frozen=True)
+class HATConfig:
+    """HAT hyper-parameters (upstream constructor arguments of the same names).
+
+    Defaults are :func:`hat` (``options/test/HAT_SRx4.yml``).
+
+    Args:
+        upscale: scale factor s (2^n or 3).
+        in_chans: image channels (3: RGB mean subtracted; else no mean).
+        img_range: scale after mean subtraction (1.0 or 255.0).
+        img_size: training LR patch size (documentation only; must exceed window_size).
+        embed_dim: token channels C.
+        depths: HABs per residual hybrid attention group (RHAG).
+        num_heads: attention heads per RHAG (HABs and its OCAB).
+        window_size: attention window side ws; inputs are padded to a multiple of it.
+        compress_ratio: CAB hidden channels = C // compress_ratio.
+        squeeze_factor: channel-attention bottleneck = C // squeeze_factor.
+        conv_scale: weight of the CAB branch in each HAB.
+        overlap_ratio: OCAB key/value window = ws + int(overlap_ratio * ws).
+        mlp_ratio: MLP hidden width / C.
+        qkv_bias: bias on the qkv projections.
+        drop_rate: dropout after attention projection, in the MLP and after the embedding.
+        drop_path_rate: stochastic depth, linear from 0 over all HABs (upstream default 0.1).
+        patch_norm: LayerNorm after the patch embedding (``patch_embed.norm``).
+        upsampler: only ``pixelshuffle`` (upstream implements no other).
+        resi_connection: ``1conv`` or ``identity`` at the end of each RHAG and the body.
+        num_feat: reconstruction channels (upstream hard-codes 64).
+        use_checkpoint: gradient checkpointing per HAB / OCAB (saves memory, same result).
+    """
+
+    upscale: int = 4
+    in_chans: int = 3
+    img_range: float = 1.0
+    img_size: int = 64
+    embed_dim: int = 180
+    depths: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    num_heads: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    window_size: int = 16
+    compress_ratio: int = 3
+    squeeze_factor: int = 30
+    conv_scale: float = 0.01
+    overlap_ratio: float = 0.5
+    mlp_ratio: float = 2.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    patch_norm: bool = True
+    upsampler: str = "pixelshuffle"
+    resi_connection: str = "1conv"
+    num_feat: int = 64
+    use_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        name = "HATConfig"
+        if len(self.depths) != len(self.num_heads) or not self.depths:
+            raise ValueError(f"{name}.depths {self.depths} and num_heads {self.num_heads} "
+                             "must be non-empty and the same length")
+        for h in self.num_heads:
+            if h < 1 or self.embed_dim % h:
+                raise ValueError(f"{name}.embed_dim={self.embed_dim} is not divisible by num_heads {h}")
+        if self.window_size < 2:
+            raise ValueError(f"{name}.window_size={self.window_size} must be >= 2")
+        if self.img_size <= self.window_size:
+            raise ValueError(f"{name}.img_size={self.img_size} must exceed window_size={self.window_size} "
+                             "(upstream would silently shrink the window)")
+        if self.embed_dim // self.compress_ratio < 1 or self.embed_dim // self.squeeze_factor < 1:
+            raise ValueError(f"{name}: embed_dim={self.embed_dim} // compress_ratio={self.compress_ratio} "
+                             f"and // squeeze_factor={self.squeeze_factor} must both be >= 1")
+        extra = int(self.window_size * self.overlap_ratio)
+        if extra < 0 or extra % 2:
+            raise ValueError(f"{name}.overlap_ratio={self.overlap_ratio}: int(window_size * overlap_ratio)"
+                             f"={extra} must be even and >= 0 (the overlap is split over both sides)")
+        if self.upsampler != "pixelshuffle":
+            raise ValueError(f"{name}.upsampler={self.upsampler!r}: only 'pixelshuffle' is implemented "
+                             "(as upstream)")
+        if not (self.upscale == 3 or (self.upscale >= 2 and self.upscale & (self.upscale - 1) == 0)):
+            raise ValueError(f"{name}.upscale={self.upscale}: pixelshuffle supports 2^n and 3")
+        if self.resi_connection not in ("1conv", "identity"):
+            raise ValueError(f"{name}.resi_connection={self.resi_connection!r} is not '1conv' or 'identity'")
+
+
+def oca_relative_position_index(window_size: int, overlap_win_size: int) -> torch.Tensor:
+    """Relative-position index of overlapping cross-attention (upstream ``calculate_rpi_oca``).
+
+    Query token (yq, xq) of a ws x ws window and key token (yk, xk) of its
+    wse x wse overlapping window map to
+    ``(yk - yq + ws - wse + 1) * (ws + wse - 1) + (xk - xq + ws - wse + 1)``,
+    reduced modulo the table size (ws + wse - 1)^2; upstream leaves the negative
+    values for PyTorch indexing to wrap, which selects the same rows.
+
+    Args:
+        window_size: query window side ws.
+        overlap_win_size: key/value window side wse.
+
+    Returns:
+        int64 (ws*ws, wse*wse), values in [0, (ws + wse - 1)^2).
+    """
+    ws, wse = window_size, overlap_win_size
+
+    def grid(n: int) -> torch.Tensor:
+        return torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)
+
+    rel = (grid(wse)[:, None, :] - grid(ws)[:, :, None]).permute(1, 2, 0)    # ws*ws, wse*wse, 2
+    rel = rel + (ws - wse + 1)
+    side = ws + wse - 1
+    return (rel[..., 0] * side + rel[..., 1]) % (side * side)
+
+
+def shift_window_mask(h: int, w: int, window_size: int, shift_size: int,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """SW-MSA attention mask of upstream ``calculate_mask`` for a padded (h, w) map.
+
+    After the cyclic shift by ``-shift_size``, tokens of different image regions
+    (split at ``-window_size`` and ``-shift_size`` along each axis) that share a
+    window get ``-100`` (upstream's value), same-region pairs 0. Kept here rather
+    than ``_swin_common.shifted_window_mask``, whose ``view`` fails when h is a
+    single window row and w several (e.g. 16 x 32 at ws 16).
+
+    Args:
+        h, w: feature-map size, multiples of ``window_size``.
+        window_size: ws.
+        shift_size: 0 < shift_size < ws.
+        device: where to build it.
+
+    Returns:
+        float32 (nW, ws*ws, ws*ws), nW = (h/ws)*(w/ws), windows row-major.
+    """
+    def region(n: int) -> torch.Tensor:
+        idx = torch.arange(n, device=device)
+        return (idx >= n - window_size).long() + (idx >= n - shift_size).long()   # 0, 1, 2
+
+    ids = (region(h)[:, None] * 3 + region(w)[None, :]).to(torch.float32)         # h, w
+    win = window_partition(ids[None, :, :, None].contiguous(), window_size)
+    win = win.reshape(-1, window_size * window_size)                              # nW, N
+    diff = win[:, None, :] - win[:, :, None]                                      # nW, N, N
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+class ChannelAttention(nn.Module):
+    """RCAN channel attention: x * sigmoid(conv(relu(conv(avgpool(x))))); keys ``attention.1/3``.
+
+    Args:
+        num_feat: channels C.
+        squeeze_factor: bottleneck C // squeeze_factor.
+    """
+
+    def __init__(self, num_feat: int, squeeze_factor: int) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1, padding=0),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1, padding=0),
+            nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Channel attention block: conv3x3 (C -> C/r) -> GELU -> conv3x3 -> channel attention.
+
+    Args:
+        num_feat: channels C.
+        compress_ratio: r.
+        squeeze_factor: of the channel attention.
+    """
+
+    def __init__(self, num_feat: int, compress_ratio: int, squeeze_factor: int) -> None:
+        super().__init__()
+        self.cab = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(num_feat // compress_ratio, num_feat, 3, 1, 1),
+            ChannelAttention(num_feat, squeeze_factor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        return self.cab(x)
+
+
+class WindowAttention(nn.Module):
+    """W-MSA with a learned relative position bias; the index is passed in (``rpi``), as upstream.
+
+    Args:
+        dim: channels C.
+        window_size: ws.
+        num_heads: nH.
+        qkv_bias: bias on ``qkv``.
+        proj_drop: dropout after ``proj``.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))          # (2ws-1)^2, nH
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, rpi: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B*nW, N, C); rpi: (N, N) int64; mask: (nW, N, N) or None -> (B*nW, N, C)."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)                                          # B*nW, nH, N, d
+        bias = self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1).permute(2, 0, 1)  # nH, N, N
+        x = window_attention(q, k, v, bias=bias, mask=mask)
+        x = x.transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class HAB(nn.Module):
+    """Hybrid attention block: x + attn(norm1(x)) + conv_scale * CAB(norm1(x)), then x + mlp(norm2(x)).
+
+    Args:
+        dim: channels C.
+        num_heads: nH.
+        window_size: ws.
+        shift_size: 0 (W-MSA) or ws // 2 (SW-MSA).
+        compress_ratio, squeeze_factor: of the CAB.
+        conv_scale: weight of the CAB branch.
+        mlp_ratio: MLP hidden / C.
+        qkv_bias: bias on qkv.
+        drop: dropout rate.
+        drop_path: stochastic depth rate of this block.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
+                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool, drop: float,
+                 drop_path: float) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
+        self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def _attn(self, x: torch.Tensor, rpi: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H, W, C) normed -> (B, H, W, C) (shifted) window attention."""
+        b, h, w, c = x.shape
+        ws, s = self.window_size, self.shift_size
+        if s > 0:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        win = window_partition(x, ws).reshape(-1, ws * ws, c)            # B*nW, N, C
+        win = self.attn(win, rpi, mask=mask if s > 0 else None)
+        x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)            # B, H, W, C
+        if s > 0:
+            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+        return x
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi_sa: torch.Tensor,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H*W, C); x_size (H, W); rpi_sa (N, N); attn_mask (nW, N, N) -> (B, H*W, C)."""
+        h, w = x_size
+        b, _, c = x.shape
+        y = self.norm1(x).view(b, h, w, c)
+        conv_x = self.conv_block(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        attn_x = self._attn(y, rpi_sa, attn_mask).reshape(b, h * w, c)
+        x = x + self.drop_path(attn_x) + conv_x * self.conv_scale
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class OCAB(nn.Module):
+    """Overlapping cross-attention block: ws x ws query windows attend to wse x wse key windows.
+
+    wse = ws + int(overlap_ratio * ws); keys/values are cut with an unfold of
+    kernel wse, stride ws, zero padding (wse - ws) / 2, so every query window
+    sees its own window plus a border of its neighbours.
+
+    Args:
+        dim: channels C.
+        window_size: ws.
+        overlap_ratio: see above.
+        num_heads: nH.
+        qkv_bias: bias on ``qkv``.
+        mlp_ratio: MLP hidden / C.
+    """
+
+    def __init__(self, dim: int, window_size: int, overlap_ratio: float, num_heads: int,
+                 qkv_bias: bool = True, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.overlap_win_size = int(window_size * overlap_ratio) + window_size
+        ows = self.overlap_win_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.unfold = nn.Unfold(kernel_size=(ows, ows), stride=window_size, padding=(ows - window_size) // 2)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((window_size + ows - 1) ** 2, num_heads))        # (ws+wse-1)^2, nH
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor) -> torch.Tensor:
+        """x: (B, H*W, C); x_size (H, W) multiples of ws; rpi (ws*ws, wse*wse) -> (B, H*W, C)."""
+        h, w = x_size
+        b, _, c = x.shape
+        ws, ows, nh = self.window_size, self.overlap_win_size, self.num_heads
+        d = c // nh
+        qkv = self.qkv(self.norm1(x)).view(b, h, w, 3 * c)
+        q = qkv[..., :c]                                                 # B, H, W, C
+        kv = qkv[..., c:].permute(0, 3, 1, 2)                            # B, 2C, H, W
+        q = window_partition(q, ws).reshape(-1, ws * ws, c)              # B*nW, Nq, C
+        kv = self.unfold(kv)                                             # B, 2C*wse*wse, nW
+        nw = kv.shape[-1]
+        kv = kv.view(b, 2, c, ows * ows, nw).permute(1, 0, 4, 3, 2).reshape(2, b * nw, ows * ows, c)
+        bw, nq, nk = q.shape[0], ws * ws, ows * ows
+        q = q.reshape(bw, nq, nh, d).transpose(1, 2)                     # B*nW, nH, Nq, d
+        k = kv[0].view(bw, nk, nh, d).transpose(1, 2)                    # B*nW, nH, Nk, d
+        v = kv[1].view(bw, nk, nh, d).transpose(1, 2)
+        bias = self.relative_position_bias_table[rpi.view(-1)].view(nq, nk, -1).permute(2, 0, 1)  # nH, Nq, Nk
+        y = window_attention(q, k, v, bias=bias).transpose(1, 2).reshape(bw, nq, c)
+        y = window_reverse(y.view(-1, ws, ws, c), ws, h, w).reshape(b, h * w, c)
+        x = x + self.proj(y)
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, overlap_win_size={self.overlap_win_size}"
+
+
+class AttenBlocks(nn.Module):
+    """``depth`` HABs alternating W-MSA / SW-MSA, then one OCAB (upstream ``residual_group``)."""
+
+    def __init__(self, cfg: HATConfig, num_heads: int, depth: int, drop_path: list[float]) -> None:
+        super().__init__()
+        c, ws = cfg.embed_dim, cfg.window_size
+        self.use_checkpoint = cfg.use_checkpoint
+        self.blocks = nn.ModuleList([
+            HAB(c, num_heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.compress_ratio, cfg.squeeze_factor,
+                cfg.conv_scale, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, drop_path[i])
+            for i in range(depth)])
+        self.overlap_attn = OCAB(c, ws, cfg.overlap_ratio, num_heads, cfg.qkv_bias, cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x: (B, H*W, C); params: ``rpi_sa``, ``attn_mask``, ``rpi_oca`` -> (B, H*W, C)."""
+        ckpt = self.use_checkpoint and torch.is_grad_enabled()
+        for blk in self.blocks:
+            if ckpt:
+                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, params["rpi_sa"], params["attn_mask"],
+                                                      use_reentrant=False)
+            else:
+                x = blk(x, x_size, params["rpi_sa"], params["attn_mask"])
+        if ckpt:
+            return torch.utils.checkpoint.checkpoint(self.overlap_attn, x, x_size, params["rpi_oca"],
+                                                     use_reentrant=False)
+        return self.overlap_attn(x, x_size, params["rpi_oca"])
+
+
+class RHAG(nn.Module):
+    """Residual hybrid attention group: tokens -> AttenBlocks -> conv -> + tokens.
+
+    Keys ``residual_group.*``, ``conv.*`` as upstream (its ``patch_embed`` /
+    ``patch_unembed`` have no parameters).
+    """
+
+    def __init__(self, cfg: HATConfig, num_heads: int, depth: int, drop_path: list[float]) -> None:
+        super().__init__()
+        c = cfg.embed_dim
+        self.residual_group = AttenBlocks(cfg, num_heads, depth, drop_path)
+        self.conv = nn.Conv2d(c, c, 3, 1, 1) if cfg.resi_connection == "1conv" else nn.Identity()
+        self.patch_embed = PatchEmbed(c, norm=False)
+        self.patch_unembed = PatchUnEmbed()
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x: (B, H*W, C) -> (B, H*W, C)."""
+        y = self.patch_unembed(self.residual_group(x, x_size, params), x_size)   # B, C, H, W
+        return self.patch_embed(self.conv(y)) + x
+
+
+class HAT(nn.Module):
+    """Hybrid Attention Transformer for SR: (B, C, h, w) in [0, 1] -> (B, C, s*h, s*w).
+
+    Args:
+        cfg: the frozen :class:`HATConfig`.
+    """
+
+    def __init__(self, cfg: HATConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, nf, ch, ws = cfg.embed_dim, cfg.num_feat, cfg.in_chans, cfg.window_size
+        self.upscale = cfg.upscale
+        self.window_size = ws
+        self.shift_size = ws // 2
+        self.overlap_ratio = cfg.overlap_ratio
+        self.img_range = cfg.img_range
+        mean = RGB_MEAN if ch == 3 else (0.0,)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        ows = ws + int(cfg.overlap_ratio * ws)
+        self.register_buffer("relative_position_index_SA", relative_position_index(ws, ws), persistent=False)
+        self.register_buffer("relative_position_index_OCA", oca_relative_position_index(ws, ows),
+                             persistent=False)
+        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+
+        # 1. shallow features
+        self.conv_first = nn.Conv2d(ch, c, 3, 1, 1)
+        # 2. deep features
+        self.patch_embed = PatchEmbed(c, norm=cfg.patch_norm)
+        self.patch_unembed = PatchUnEmbed()
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = linear_drop_path_rates(cfg.drop_path_rate, sum(cfg.depths))
+        self.layers = nn.ModuleList()
+        for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
+            start = sum(cfg.depths[:i])
+            self.layers.append(RHAG(cfg, heads, depth, dpr[start:start + depth]))
+        self.norm = nn.LayerNorm(c)
+        self.conv_after_body = nn.Conv2d(c, c, 3, 1, 1) if cfg.resi_connection == "1conv" else nn.Identity()
+        # 3. reconstruction (pixelshuffle)
+        self.conv_before_upsample = nn.Sequential(nn.Conv2d(c, nf, 3, 1, 1), nn.LeakyReLU(inplace=True))
+        self.upsample = Upsample(cfg.upscale, nf)
+        self.conv_last = nn.Conv2d(nf, ch, 3, 1, 1)
+        self.apply(_init_weights)
+
+    def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(nW, N, N) SW-MSA mask for a padded (H, W) map; the last one is cached."""
+        key = (x_size, self.window_size, str(device))
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            mask = shift_window_mask(*x_size, self.window_size, self.shift_size, device=device)
+            self._mask_cache = (key, mask)
+        return self._mask_cache[1]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W), H and W multiples of ws -> (B, C, H, W)."""
+        x_size = (x.shape[2], x.shape[3])
+        params = {"attn_mask": self.shift_mask(x_size, x.device),
+                  "rpi_sa": self.relative_position_index_SA,
+                  "rpi_oca": self.relative_position_index_OCA}
+        x = self.pos_drop(self.patch_embed(x))                              # B, H*W, C
+        for layer in self.layers:
+            x = layer(x, x_size, params)
+        return self.patch_unembed(self.norm(x), x_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Super-resolve.
+
+        Args:
+            x: (B, in_chans, h, w) in [0, 1], any h, w >= 1.
+
+        Returns:
+            (B, in_chans, s*h, s*w), about [0, 1] (not clamped).
+        """
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"HAT expects (B, {self.cfg.in_chans}, h, w), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.window_size, mode="reflect")
+        mean = self.mean.to(x.dtype)
+        x = (x - mean) * self.img_range
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = x / self.img_range + mean
+        return x[:, :, : h * self.upscale, : w * self.upscale]
+
+
+def _init_weights(m: nn.Module) -> None:
+    """Upstream init: Linear trunc-normal(0.02) with zero bias; LayerNorm (1, 0); conv default."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+# Buffers upstream saves: they depend only on window_size / overlap_ratio, so the
+# filter checks them against the model's before dropping. attn_mask is size-dependent.
+_RECOMPUTED = ("relative_position_index_SA", "relative_position_index_OCA")
+_SIZE_DEPENDENT = ("attn_mask",)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: HAT) -> dict:
+    """Adapt an official HAT checkpoint to :class:`HAT` (then ``load_state_dict(strict=True)``).
+
+    Unwraps ``params_ema`` (preferred; what ``HAT_SRx4.yml`` loads) / ``params`` /
+    ``state_dict`` / ``model``; strips a DataParallel ``module.`` prefix; drops any
+    ``attn_mask``; checks ``relative_position_index_SA`` / ``_OCA`` against the model's
+    (upstream's negative OCA entries are compared modulo the table size) and drops them.
+
+    Args:
+        state_dict: ``torch.load`` result of an upstream ``.pth``.
+        model: the model that will load it.
+
+    Returns:
+        A plain ``{key: tensor}`` dict matching ``model.state_dict()``.
+
+    Raises:
+        TypeError: not a dict.
+        ValueError: a checked index differs from the model's (other window_size / overlap_ratio).
+    """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"HAT checkpoint_filter_fn: expected a dict, got {type(state_dict).__name__}")
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+            break
+    own = dict(model.named_buffers())
+    out = {}
+    for k, v in state_dict.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        leaf = k.rsplit(".", 1)[-1]
+        if leaf in _SIZE_DEPENDENT:
+            continue
+        if leaf in _RECOMPUTED:
+            mine = own.get(k)
+            if mine is None:
+                raise ValueError(f"HAT checkpoint_filter_fn: checkpoint key {k!r} has no counterpart in the model")
+            if mine.device.type != "meta":
+                table = (model.layers[0].residual_group.overlap_attn.relative_position_bias_table.shape[0]
+                         if leaf.endswith("OCA") else None)
+                theirs = v.to(mine.device, torch.int64)
+                if table is not None:
+                    theirs = theirs % table
+                if tuple(theirs.shape) != tuple(mine.shape) or not torch.equal(theirs, mine):
+                    raise ValueError(f"HAT checkpoint_filter_fn: {k!r} {tuple(v.shape)} differs from the "
+                                     f"model's {tuple(mine.shape)} (different window_size / overlap_ratio?)")
+            continue
+        out[k] = v
+    return out
+
+
+def hat() -> HATConfig:
+    """HAT x4 as ``options/test/HAT_SRx4.yml``: C=180, 6 RHAGs x 6 HABs, 6 heads, ws 16. 20,772,507 params.
+
+    Official weights: ``HAT_SRx4.pth`` (key ``params_ema``), linked from the upstream
+    README (Google Drive / Baidu), Apache-2.0.
+    """
+    return HATConfig()
+
+
+def smoke(cfg: HATConfig) -> HATConfig:
+    """Reduced copy on the same code path: C=24, 2 RHAGs of 2 HABs (+ OCAB), 4 heads, ws 4, same upscale.
+
+    ws 4 keeps ``overlap_ratio`` 0.5 valid (OCA window 6); ``squeeze_factor`` 3 keeps
+    the channel-attention bottleneck at 8 channels (30 would leave none at C=24).
+    """
+    return dataclasses.replace(cfg, embed_dim=24, depths=(2, 2), num_heads=(4, 4), window_size=4,
+                               squeeze_factor=3, compress_ratio=3, mlp_ratio=2.0, num_feat=16, img_size=16)

@@ -1,0 +1,227 @@
+"""The ``csrbench`` command: one subcommand per pipeline stage, parsing only.
+
+Each subcommand loads params.yaml strictly (a typo fails before any work),
+then calls one module's ``run(cfg, ...)`` with explicit paths; ``dvc.yaml``
+passes the same paths it declares as deps and outs. Logs go to stderr, results
+to files. A stage that is not built yet says so and exits 2; it never writes
+fake output.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("csrbench")
+
+STAGES = ("prepare", "degrade", "train", "evaluate", "complexity", "erf", "report", "check")
+BENCHES = ("scan", "degrade", "pipeline", "gpu")
+
+
+def _degradation(codec: str | None, level: int | None):
+    from harness.config import ConfigError, Degradation
+    if codec is None:
+        return None
+    try:
+        return Degradation(codec=codec, level=0 if codec == "none" and level is None else level)
+    except Exception as e:  # _FieldError from the dataclass check
+        raise ConfigError(f"--codec {codec} --level {level}: {e}") from None
+
+
+def _run_tag(scale: int, codec: str, level: int) -> str:
+    return f"x{scale}_{codec}_{level}"
+
+
+# ----------------------------------------------------------------------------- handlers (parse -> call)
+
+def _prepare(a, cfg):
+    return _call("harness.data.prepare", cfg, datasets=a.dataset or None, data_root=a.data_root, out=a.out)
+
+
+def _degrade(a, cfg):
+    deg = _degradation(a.codec, a.level)
+    return _call("harness.data.degrade", cfg, datasets=a.dataset or None, degradations=[deg] if deg else None,
+                 scale=a.scale or cfg.degrade.scale, data=a.data)
+
+
+def _train(a, cfg):
+    scale = a.scale or cfg.degrade.scale
+    deg = _degradation(a.codec, a.level)
+    tag = _run_tag(scale, deg.codec, deg.level)
+    return _call("harness.train", cfg, model=a.model, degradation=deg, scale=scale,
+                 out=a.out or Path("models") / a.model / tag,
+                 curves=a.curves or Path("results/curves") / a.model / f"{tag}.csv",
+                 data=a.data, resume=a.resume, device=_device(a, cfg))
+
+
+def _evaluate(a, cfg):
+    scale = a.scale or cfg.degrade.scale
+    deg = _degradation(a.codec, a.level)
+    tag = _run_tag(scale, deg.codec, deg.level)
+    return _call("harness.evaluate", cfg, model=a.model, degradation=deg, scale=scale,
+                 checkpoint=a.checkpoint or Path("models") / a.model / tag,
+                 out=a.out or Path("results/metrics") / a.model / f"{tag}.json",
+                 datasets=a.dataset or None, data=a.data, device=_device(a, cfg))
+
+
+def _complexity(a, cfg):
+    return _call("harness.complexity", cfg, models=a.model or None, out=a.out, device=_device(a, cfg))
+
+
+def _erf(a, cfg):
+    return _call("harness.erf", cfg, models=a.model or None, checkpoints=a.checkpoints, data=a.data,
+                 out=a.out, device=_device(a, cfg))
+
+
+def _report(a, cfg):
+    return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out)
+
+
+def _check(a, cfg):
+    return _call("harness.check", cfg, results=a.results, against=a.against, baseline=a.baseline)
+
+
+def _bench(a, cfg):
+    return _call(f"harness.bench.{a.name}", cfg, out=a.out or Path("results/bench") / f"{a.name}.json",
+                 device=_device(a, cfg))
+
+
+def _profile(a, cfg):
+    from harness.config import switch_profile
+    path = switch_profile(a.name, a.params)
+    print(f"{path}: now the {a.name!r} profile")
+    return 0
+
+
+def _device(a, cfg):
+    from harness.runtime import resolve_device
+    return resolve_device(a.device or cfg.device)
+
+
+def _call(module: str, cfg, **kwargs: Any) -> Any:
+    try:
+        mod = importlib.import_module(module)
+        fn: Callable[..., Any] = mod.run
+    except (ImportError, AttributeError) as e:
+        raise NotImplementedError(f"{module}.run is missing ({e})") from None
+    if "cfg" not in inspect.signature(fn).parameters:  # a benchmark that needs no params
+        return fn(**kwargs)
+    return fn(cfg, **kwargs)
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="csrbench",
+        description="Compressed image super-resolution benchmark: each subcommand is one dvc.yaml stage "
+                    "(prepare -> degrade -> train -> evaluate -> complexity -> erf -> report -> check).")
+    p.add_argument("--version", action="version", version="csrbench 0.1.0")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="compute device (default: params.yaml `device`)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def run_args(sp, need_model: bool = True):
+        sp.add_argument("--model", required=need_model, help="model name (see harness.models.list_models())")
+        sp.add_argument("--codec", choices=("none", "jpeg", "hevc", "vvc"), required=True)
+        sp.add_argument("--level", type=int, default=None, help="JPEG quality / HEVC-VVC QP (0 for codec none)")
+        sp.add_argument("--scale", type=int, default=None, help="SR factor (default: degrade.scale)")
+        sp.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
+
+    sp = add("prepare", _prepare, "download / verify datasets into data/raw and mod-crop HR into data/hr")
+    sp.add_argument("--dataset", action="append", help="dataset name (repeatable; default: params data.train + data.test)")
+    sp.add_argument("--data-root", type=Path, default=None, help="existing local copy of the datasets (skip download)")
+    sp.add_argument("--out", type=Path, default=Path("data"), help="data folder (default: data)")
+
+    sp = add("degrade", _degrade, "bicubic downscale then JPEG / HEVC / VVC into data/lr")
+    sp.add_argument("--dataset", action="append", help="dataset (repeatable; default: all prepared)")
+    sp.add_argument("--codec", choices=("none", "jpeg", "hevc", "vvc"), default=None,
+                    help="one codec (default: every degradation in params runs)")
+    sp.add_argument("--level", type=int, default=None)
+    sp.add_argument("--scale", type=int, default=None)
+    sp.add_argument("--data", type=Path, default=Path("data"))
+
+    sp = add("train", _train, "train one model on one degradation (resumes from its newest checkpoint)")
+    run_args(sp)
+    sp.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: models/<model>/x<s>_<codec>_<level>)")
+    sp.add_argument("--curves", type=Path, default=None, help="loss/val CSV (default: results/curves/<model>/...csv)")
+    sp.add_argument("--no-resume", dest="resume", action="store_false", help="start from scratch")
+
+    sp = add("evaluate", _evaluate, "PSNR / SSIM on Y (BasicSR convention) of one trained model")
+    run_args(sp)
+    sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder")
+    sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
+    sp.add_argument("--out", type=Path, default=None, help="metrics JSON (default: results/metrics/<model>/...json)")
+
+    sp = add("complexity", _complexity, "params and MACs (fvcore with the scan; the paper's method), latency, memory")
+    sp.add_argument("--model", action="append", help="model (repeatable; default: params runs.models)")
+    sp.add_argument("--out", type=Path, default=Path("results/complexity.json"))
+
+    sp = add("erf", _erf, "effective receptive field maps")
+    sp.add_argument("--model", action="append", help="model (repeatable; default: params erf.models)")
+    sp.add_argument("--checkpoints", type=Path, default=Path("models"), help="folder of trained checkpoints")
+    sp.add_argument("--data", type=Path, default=Path("data"))
+    sp.add_argument("--out", type=Path, default=Path("results/erf"))
+
+    sp = add("report", _report, "render results/ into one HTML page")
+    sp.add_argument("--results", type=Path, default=Path("results"))
+    sp.add_argument("--data", type=Path, default=Path("data"))
+    sp.add_argument("--out", type=Path, default=Path("results/report/index.html"))
+
+    sp = add("check", _check, "fail (exit 1) when PSNR / SSIM regress against a reference or a git revision")
+    sp.add_argument("--results", type=Path, default=Path("results"))
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--against", default=None, help="git revision whose committed results are the baseline")
+    g.add_argument("--baseline", type=Path, default=None, help="baseline metrics folder (default: params check.reference)")
+
+    sp = add("bench", _bench, "benchmarks writing results/bench/<name>.json")
+    sp.add_argument("name", choices=BENCHES)
+    sp.add_argument("--out", type=Path, default=None)
+
+    sp = add("profile", _profile, "copy a params preset (smoke | paper) into params.yaml")
+    sp.add_argument("name", choices=("smoke", "paper"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.config import ConfigError, load
+    from harness.runtime import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        cfg = None if args.command == "profile" else load(args.params)
+        result = args.fn(args, cfg)
+    except ConfigError as e:
+        print(f"csrbench {args.command}: {e}", file=sys.stderr)
+        return 2
+    except NotImplementedError as e:
+        print(f"csrbench {args.command}: not implemented yet ({e})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"csrbench {args.command}: interrupted; finished outputs are kept", file=sys.stderr)
+        return 130
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result
+    if result is not None:
+        log.info("wrote %s", result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

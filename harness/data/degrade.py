@@ -1,0 +1,6 @@
+"""Stage `degrade`: not implemented yet (placeholder of the foundation commit)."""
+from __future__ import annotations
+
+
+def run(cfg, **kwargs):
+    raise NotImplementedError("csrbench degrade: not implemented yet")

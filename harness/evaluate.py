@@ -1,0 +1,6 @@
+"""Stage `evaluate`: not implemented yet (placeholder of the foundation commit)."""
+from __future__ import annotations
+
+
+def run(cfg, **kwargs):
+    raise NotImplementedError("csrbench evaluate: not implemented yet")
