@@ -84,7 +84,8 @@ def _report(a, cfg):
 
 
 def _check(a, cfg):
-    return _call("harness.check", cfg, results=a.results, against=a.against, baseline=a.baseline)
+    return _call("harness.check", cfg, results=a.results, against=a.against, baseline=a.baseline,
+                 update=a.update)
 
 
 def _bench(a, cfg):
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--against", default=None, help="git revision whose committed results are the baseline")
     g.add_argument("--baseline", type=Path, default=None, help="baseline metrics folder (default: params check.reference)")
+    sp.add_argument("--update", action="store_true", help="copy the current metrics into the reference folder instead")
 
     sp = add("bench", _bench, "benchmarks writing results/bench/<name>.json")
     sp.add_argument("name", choices=BENCHES)
@@ -213,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotImplementedError as e:
         print(f"csrbench {args.command}: not implemented yet ({e})", file=sys.stderr)
         return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"csrbench {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"csrbench {args.command}: interrupted; finished outputs are kept", file=sys.stderr)
         return 130
