@@ -63,9 +63,10 @@ checkpoints exactly as the official test did); the default is the true inverse.
 
 Upstream: https://github.com/renyulin-f/MambaCSR (commit f71199e),
 ``basicsr/archs/mamba/local_scan.py`` and ``multi_mamba.py`` (themselves derived
-from LocalMamba, https://github.com/hunto/LocalMamba). Apache-2.0 (MambaCSR's
-repository carries no explicit license file; LocalMamba is Apache-2.0). This is
-an independent re-implementation with explicit index arithmetic.
+from LocalMamba, https://github.com/hunto/LocalMamba). License: the MambaCSR
+repository ships no license file (all rights reserved by default); LocalMamba is
+Apache-2.0. This is an independent re-implementation with explicit index
+arithmetic; no upstream code is copied.
 """
 from __future__ import annotations
 
