@@ -148,6 +148,7 @@ class TrainConfig:
     grad_clip: float                   # max grad norm; 0 disables clipping
     amp: Literal["none", "bf16", "fp16"]
     val_every: int                     # iterations between validation PSNR
+    val_images: int                    # first N images of data.test[0] in that validation (EMA weights)
     ckpt_every: int                    # iterations between checkpoints
     keep_last: int                     # checkpoints kept
     log_every: int
@@ -163,7 +164,7 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         _check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables)")
         _check(self.charbonnier_eps > 0, "charbonnier_eps", "must be > 0")
-        for k in ("val_every", "ckpt_every", "keep_last", "log_every"):
+        for k in ("val_every", "val_images", "ckpt_every", "keep_last", "log_every"):
             _check(getattr(self, k) >= 1, k, "must be >= 1")
 
 

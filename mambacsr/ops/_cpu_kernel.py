@@ -1,0 +1,341 @@
+"""Numba CPU kernel for the selective scan, forward and explicit backward.
+
+Route chosen: a plain sequential recurrence per (batch, channel), parallel over
+(batch, channel) with `numba.prange`, compiled with `fastmath=False` (IEEE
+semantics, no reassociation). Why:
+
+- The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t never divides by a
+  decay and never exponentiates a positive cumulative sum, so it is stable for
+  any L (tested to 128*128), for strong decay (exp underflows to 0, which is
+  the right answer) and for almost no decay. A vectorised cumsum-in-log-space
+  formulation needs exp(-cumsum) factors that overflow (the issue measured it
+  ~3x faster than the loop only, and overflowing).
+- Memory: the forward saves the state only at chunk boundaries
+  (`CHECKPOINT_CHUNK` steps apart, i.e. B*D*ceil(L/64)*N floats, 1/64 of the
+  full (B, D, L, N) state); the backward recomputes the states of one chunk at
+  a time into a (64+1, N) scratch buffer. Nothing of size (B, D, L, N) is ever
+  allocated, while the reference loop materialises several.
+- Backward: the reverse-time adjoint recurrence. With g_t = dLoss/dh_t,
+      g_t = dy_t C_t + exp(dt_{t+1} A) g_{t+1},     g_{L-1} starts at dLoss/dlast_state
+  and, with a_t = exp(dt_t A), b_t = dt_t B_t u_t,
+      d dt_t += sum_n g_t (A a_t h_{t-1} + B_t u_t)
+      dA     += g_t a_t h_{t-1} dt_t
+      dB_t   += g_t dt_t u_t,  du_t += sum_n g_t dt_t B_t + dy_t D
+      dC_t   += dy_t h_t,      dD   += dy_t u_t
+  then the z gate (silu) and softplus(delta + delta_bias) chain rules.
+  dB and dC are shared by the channels of a group; to stay race-free and
+  deterministic the backward runs over work units (batch, group, slice of the
+  group's channels), each unit owning one (L, N) accumulator that is summed over
+  slices afterwards. dA / dD / d delta_bias are written per (batch, channel) and
+  summed over batch in torch.
+
+Layouts (all C-contiguous, one float dtype, float32 or float64):
+    u, delta, z, out, du, ddelta, dz: (batch, dim, L)
+    A: (dim, N); B, C: (batch, G, L, N)  (note: L before N, transposed by the caller)
+    D, delta_bias: (dim,); checkpoints: (batch, dim, n_chunks, N)
+
+Compile: `cache=True`; numba stores the machine code under `__pycache__` next to
+this file, or in NUMBA_CACHE_DIR / the user cache dir when that is not
+writable. If no cache location is usable the kernels are compiled without
+caching (a warning is issued) instead of failing at import.
+
+Written for csrbench from the equations of Gu & Dao, "Mamba" (arXiv:2312.00752);
+the semantics follow state-spaces/mamba `mamba_ssm/ops/selective_scan_interface.py`
+(commit e9594ce1c732d97440f0332fdc43170a2294dbfa, Apache-2.0). No upstream code is copied.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numba
+import numpy as np
+from numba import prange
+
+__all__ = ["CHECKPOINT_CHUNK", "scan_fwd", "scan_bwd", "num_threads"]
+
+CHECKPOINT_CHUNK = 64  # steps between saved states; backward scratch is (CHECKPOINT_CHUNK + 1, N)
+
+# float32 exp: Cephes expf (range reduction x = k ln2 + r, degree-7 polynomial, relative error < 1e-7),
+# written without library calls so LLVM vectorises it over a chunk (no SVML in stock numba wheels; the
+# scalar libm expf call was ~half the forward time). Arguments below _EXP_LO give exactly 0, above _EXP_HI inf.
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_ONE, _HALF = np.float32(1.0), np.float32(0.5)
+_EXP_LO, _EXP_HI = np.float32(-87.3), np.float32(88.3)
+
+
+def _jit(fn=None, *, parallel: bool = True):
+    """`njit(parallel=..., cache=True, fastmath=False)`, without cache if no cache dir is usable."""
+    if fn is None:
+        return lambda f: _jit(f, parallel=parallel)
+    try:
+        return numba.njit(parallel=parallel, cache=True, fastmath=False)(fn)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available"
+        warnings.warn(f"numba cache unavailable for {fn.__name__} ({err}); set NUMBA_CACHE_DIR to a writable "
+                      "directory to avoid recompiling in every process", RuntimeWarning, stacklevel=2)
+        return numba.njit(parallel=parallel, cache=False, fastmath=False)(fn)
+
+
+@_jit(parallel=False)
+def _exp_inplace(buf, m, fast, kbits):
+    """buf[:m] = exp(buf[:m]); `fast` (float32 only) uses the vectorisable polynomial, else libm."""
+    if not fast:
+        for j in range(m):
+            buf[j] = math.exp(buf[j])
+        return
+    kf = kbits.view(np.float32)
+    for j in range(m):
+        x0 = buf[j]
+        x = min(max(x0, _EXP_LO), _EXP_HI)
+        kk = x * _LOG2E + _HALF
+        k = np.float32(np.int32(kk))
+        k = k - np.float32(k > kk)  # floor
+        r = x - k * _LN2_HI - k * _LN2_LO
+        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        kbits[j] = (np.int32(k) + 127) << 23
+        e = p * r * r + r + _ONE
+        if x0 < _EXP_LO:  # the special values survive the scaling by 2**k below
+            e = np.float32(0.0)
+        elif x0 > _EXP_HI:
+            e = np.float32(np.inf)
+        elif x0 != x0:
+            e = x0
+        buf[j] = e
+    for j in range(m):
+        buf[j] = buf[j] * kf[j]
+
+
+@_jit(parallel=False)
+def _sum4(p, m, zero):
+    """Sum of p[:m] with four interleaved partial sums (fixed order; breaks the add latency chain)."""
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    j = 0
+    while j + 4 <= m:
+        s0 += p[j]
+        s1 += p[j + 1]
+        s2 += p[j + 2]
+        s3 += p[j + 3]
+        j += 4
+    while j < m:
+        s0 += p[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@_jit(parallel=False)
+def _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits):
+    """dtbuf[k] = softplus(delta + bias) and abuf[k*N + n] = exp(dt_k A[d, n]) for t = t0 + k in [t0, t1)."""
+    N = A.shape[1]
+    for t in range(t0, t1):
+        x = delta[b, d, t]
+        if has_bias:
+            x = x + bias[d]
+        dt = x
+        if softplus and x <= 20.0:
+            dt = math.log1p(math.exp(x))
+        k = t - t0
+        dtbuf[k] = dt
+        for n in range(N):
+            abuf[k * N + n] = dt * A[d, n]
+    _exp_inplace(abuf, (t1 - t0) * N, fast, kbits)
+
+
+@_jit
+def _fwd_kernel(u, delta, A, Bm, Cm, Dv, z, bias, has_D, has_z, has_bias, softplus, fast, zero,
+                chunk, out, ckpt, last):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    H = dim // Bm.shape[1]  # channels per group
+    for i in prange(batch * dim):
+        b = i // dim
+        d = i % dim
+        g = d // H
+        h = np.zeros(N, dtype=out.dtype)
+        prod = np.empty(N, dtype=out.dtype)
+        dtbuf = np.empty(chunk, dtype=out.dtype)
+        abuf = np.empty(chunk * N, dtype=out.dtype)
+        kbits = np.empty(chunk * N, dtype=np.int32)
+        for c in range(ckpt.shape[2]):
+            t0 = c * chunk
+            t1 = min(L, t0 + chunk)
+            for n in range(N):
+                ckpt[b, d, c, n] = h[n]
+            _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits)
+            for t in range(t0, t1):
+                k = t - t0
+                ut = u[b, d, t]
+                dtu = dtbuf[k] * ut
+                for n in range(N):
+                    h[n] = abuf[k * N + n] * h[n] + dtu * Bm[b, g, t, n]
+                    prod[n] = h[n] * Cm[b, g, t, n]
+                y = _sum4(prod, N, zero)
+                if has_D:
+                    y += Dv[d] * ut
+                if has_z:
+                    zt = z[b, d, t]
+                    y = y * (zt / (1.0 + math.exp(-zt)))
+                out[b, d, t] = y
+        for n in range(N):
+            last[b, d, n] = h[n]
+
+
+@_jit
+def _bwd_kernel(u, delta, A, Bm, Cm, Dv, z, bias, has_D, has_z, has_bias, softplus, fast, zero, chunk, ckpt,
+                dout, dlast, has_dlast, n_slices, du, ddelta, dz, dA_part, dD_part, dbias_part, dB_acc, dC_acc):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = Bm.shape[1]
+    H = dim // G
+    per_slice = (H + n_slices - 1) // n_slices
+    n_chunks = ckpt.shape[2]
+    for unit in prange(batch * G * n_slices):
+        b = unit // (G * n_slices)
+        g = (unit // n_slices) % G
+        s = unit % n_slices
+        hbuf = np.empty((chunk + 1) * N, dtype=du.dtype)
+        abuf = np.empty(chunk * N, dtype=du.dtype)
+        dtbuf = np.empty(chunk, dtype=du.dtype)
+        kbits = np.empty(chunk * N, dtype=np.int32)
+        adj = np.empty(N, dtype=du.dtype)
+        p_dt = np.empty(N, dtype=du.dtype)
+        p_u = np.empty(N, dtype=du.dtype)
+        dA_acc = np.empty(N, dtype=np.float64)
+        for d in range(g * H + s * per_slice, min(g * H + (s + 1) * per_slice, (g + 1) * H)):
+            for n in range(N):
+                adj[n] = dlast[b, d, n] if has_dlast else zero
+                dA_acc[n] = 0.0
+            dD_acc = 0.0
+            dbias_acc = 0.0
+            for c in range(n_chunks - 1, -1, -1):
+                t0 = c * chunk
+                t1 = min(L, t0 + chunk)
+                # recompute this chunk's decays and states from the saved checkpoint
+                _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits)
+                for n in range(N):
+                    hbuf[n] = ckpt[b, d, c, n]
+                for t in range(t0, t1):
+                    k = t - t0
+                    dtu = dtbuf[k] * u[b, d, t]
+                    for n in range(N):
+                        hbuf[(k + 1) * N + n] = abuf[k * N + n] * hbuf[k * N + n] + dtu * Bm[b, g, t, n]
+                # reverse-time adjoint over the chunk
+                for t in range(t1 - 1, t0 - 1, -1):
+                    k = t - t0
+                    dt = dtbuf[k]
+                    ut = u[b, d, t]
+                    dy = dout[b, d, t]
+                    if has_z:
+                        for n in range(N):
+                            p_u[n] = hbuf[(k + 1) * N + n] * Cm[b, g, t, n]
+                        y = _sum4(p_u, N, zero)
+                        if has_D:
+                            y += Dv[d] * ut
+                        zt = z[b, d, t]
+                        sig = 1.0 / (1.0 + math.exp(-zt))
+                        dz[b, d, t] = dy * y * sig * (1.0 + zt * (1.0 - sig))
+                        dy = dy * (zt * sig)
+                    dtu = dt * ut
+                    for n in range(N):
+                        gn = adj[n] + dy * Cm[b, g, t, n]
+                        dC_acc[b, g, s, t, n] += dy * hbuf[(k + 1) * N + n]
+                        a = abuf[k * N + n]
+                        ha = hbuf[k * N + n] * a
+                        bn = Bm[b, g, t, n]
+                        gha = gn * ha
+                        dA_acc[n] += gha * dt
+                        p_dt[n] = A[d, n] * gha + gn * bn * ut
+                        p_u[n] = gn * bn
+                        dB_acc[b, g, s, t, n] += gn * dtu
+                        adj[n] = gn * a
+                    ddt = _sum4(p_dt, N, zero)
+                    du_t = _sum4(p_u, N, zero) * dt
+                    if has_D:
+                        du_t += dy * Dv[d]
+                        dD_acc += dy * ut
+                    if softplus:
+                        x = delta[b, d, t]
+                        if has_bias:
+                            x = x + bias[d]
+                        if x <= 20.0:
+                            ddt = ddt / (1.0 + math.exp(-x))
+                    ddelta[b, d, t] = ddt
+                    dbias_acc += ddt
+                    du[b, d, t] = du_t
+            for n in range(N):
+                dA_part[b, d, n] = dA_acc[n]
+            dD_part[b, d] = dD_acc
+            dbias_part[b, d] = dbias_acc
+
+
+def num_threads() -> int:
+    """Threads numba's parallel loops use now."""
+    return numba.get_num_threads()
+
+
+def _n_slices(batch: int, groups: int, per_group: int) -> int:
+    """Split each group's channels so that there are about two work units per thread."""
+    want = -(-2 * num_threads() // max(1, batch * groups))
+    return max(1, min(per_group, want))
+
+
+def scan_fwd(u: np.ndarray, delta: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray,
+             z: np.ndarray, delta_bias: np.ndarray, has_D: bool, has_z: bool, has_bias: bool,
+             softplus: bool, chunk: int = CHECKPOINT_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward scan on numpy arrays (layouts in the module docstring; absent D/z/bias: size-0 arrays).
+
+    Returns:
+        out (batch, dim, L), checkpoints (batch, dim, ceil(L/chunk), N), last state (batch, dim, N).
+    """
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    out = np.empty_like(u)
+    ckpt = np.empty((batch, dim, max(1, -(-L // chunk)), N), dtype=u.dtype)
+    last = np.empty((batch, dim, N), dtype=u.dtype)
+    _fwd_kernel(u, delta, A, B, C, D, z, delta_bias, has_D, has_z, has_bias, softplus, u.dtype == np.float32,
+                u.dtype.type(0), chunk, out, ckpt, last)
+    return out, ckpt, last
+
+
+def scan_bwd(u: np.ndarray, delta: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray,
+             z: np.ndarray, delta_bias: np.ndarray, has_D: bool, has_z: bool, has_bias: bool, softplus: bool,
+             ckpt: np.ndarray, dout: np.ndarray, dlast: np.ndarray | None,
+             chunk: int = CHECKPOINT_CHUNK) -> dict[str, np.ndarray]:
+    """Backward scan: gradients of every input given dLoss/dout (and optionally dLoss/dlast_state).
+
+    Returns:
+        dict with du, ddelta, dz (batch, dim, L); dA (dim, N); dB, dC (batch, G, L, N);
+        dD, ddelta_bias (dim,). ddelta is the gradient w.r.t. the raw `delta` argument.
+    """
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    if C.shape[1] != G:
+        raise ValueError(f"numba scan needs B and C with the same group count, got {G} and {C.shape[1]}")
+    n_slices = _n_slices(batch, G, dim // G)
+    du = np.empty_like(u)
+    ddelta = np.empty_like(u)
+    dz = np.empty_like(u) if has_z else np.empty((0, 0, 0), dtype=u.dtype)
+    dA_part = np.empty((batch, dim, N), dtype=np.float64)
+    dD_part = np.empty((batch, dim), dtype=np.float64)
+    dbias_part = np.empty((batch, dim), dtype=np.float64)
+    dB_acc = np.zeros((batch, G, n_slices, L, N), dtype=u.dtype)
+    dC_acc = np.zeros((batch, G, n_slices, L, N), dtype=u.dtype)
+    has_dlast = dlast is not None
+    if dlast is None:
+        dlast = np.empty((0, 0, 0), dtype=u.dtype)
+    _bwd_kernel(u, delta, A, B, C, D, z, delta_bias, has_D, has_z, has_bias, softplus, u.dtype == np.float32,
+                u.dtype.type(0), chunk, ckpt,
+                dout, dlast, has_dlast, n_slices, du, ddelta, dz, dA_part, dD_part, dbias_part, dB_acc, dC_acc)
+    return {
+        "du": du, "ddelta": ddelta, "dz": dz,
+        "dA": dA_part.sum(0).astype(u.dtype), "dD": dD_part.sum(0).astype(u.dtype),
+        "ddelta_bias": dbias_part.sum(0).astype(u.dtype),
+        "dB": dB_acc.sum(2), "dC": dC_acc.sum(2),
+    }
