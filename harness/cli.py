@@ -88,6 +88,16 @@ def _check(a, cfg):
                  update=a.update)
 
 
+def _textzoom_prepare(a, cfg):
+    from harness.data import textzoom
+    return textzoom.prepare_embedded(a.out or textzoom.embedded_root(cfg))
+
+
+def _textzoom(a, cfg):
+    return _call("harness.textzoom_eval", cfg, model=a.model, checkpoint=a.checkpoint,
+                 out=a.out or Path("results/textzoom") / f"{a.model}.json", device=_device(a, cfg))
+
+
 def _bench(a, cfg):
     return _call(f"harness.bench.{a.name}", cfg, out=a.out or Path("results/bench") / f"{a.name}.json",
                  device=_device(a, cfg))
@@ -190,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--against", default=None, help="git revision whose committed results are the baseline")
     g.add_argument("--baseline", type=Path, default=None, help="baseline metrics folder (default: params check.reference)")
     sp.add_argument("--update", action="store_true", help="copy the current metrics into the reference folder instead")
+
+    sp = add("textzoom-prepare", _textzoom_prepare,
+             "render the embedded TextZoom-format smoke set (LMDB) into data/raw/textzoom_embedded")
+    sp.add_argument("--out", type=Path, default=None, help="folder (default: <data.root>/raw/textzoom_embedded)")
+
+    sp = add("textzoom", _textzoom, "text SR on TextZoom easy/medium/hard: PSNR/SSIM and recognition accuracy")
+    sp.add_argument("--model", required=True, help="an x2 model name")
+    sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder (default: untrained)")
+    sp.add_argument("--out", type=Path, default=None, help="JSON (default: results/textzoom/<model>.json)")
 
     sp = add("bench", _bench, "benchmarks writing results/bench/<name>.json")
     sp.add_argument("name", choices=BENCHES)

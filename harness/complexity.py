@@ -456,7 +456,7 @@ def compare_table1(name: str, rec: dict[str, Any]) -> dict[str, Any]:
             notes.append(paper_tables.SWAPPED_ROWS_NOTE)
             printed["same_name_row"] = {"row": row_name, "params_m": same["params_m"], "gflops": same["gflops"]}
     else:
-        for table, variant in paper_tables.ABLATION_ROW.get(base, []):
+        for table, variant in paper_tables.ablation_rows_of(base):
             r = next((r for r in paper_tables.ablations() if r["table"] == table and r["variant"] == variant),
                      None)
             if r is not None and r["gflops"] is not None:

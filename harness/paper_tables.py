@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "PAPER_DIR", "TABLE1_ROW", "SWAPPED_ROWS_NOTE", "DATASET_COLUMN", "ABLATION_ROW", "CLASSIC_X2_ROW", "load_csv",
-    "table1", "table1_row", "ablations", "classic_x2", "base_name", "paper_row_of", "dataset_column",
+    "PAPER_DIR", "TABLE1_ROW", "SWAPPED_ROWS_NOTE", "DATASET_COLUMN", "ABLATION_MODELS", "CLASSIC_X2_ROW", "load_csv",
+    "table1", "table1_row", "ablations", "classic_x2", "base_name", "ablation_rows_of", "paper_row_of", "dataset_column",
 ]
 
 PAPER_DIR = Path(__file__).parent / "paper"
@@ -40,22 +40,31 @@ DATASET_COLUMN: dict[str, str] = {
     "div2k_val": "div2k", "div2k": "div2k",
 }
 
-# Ablation model (paper size) -> (table, variant) rows of mambacsr_ablations.csv.
-ABLATION_ROW: dict[str, list[tuple[int, str]]] = {
-    "mambacsr": [(2, "position-aligned cross-scale scanning")],
-    "mambacsr_wo_cross": [(2, "no cross-scale scanning (dual-interleaved only)"),
-                          (3, "hierarchical + horizontal-to-vertical"), (4, "window 8x8")],
-    "mambacsr_sequential_cross": [(2, "simple sequential cross-scale scanning")],
-    "mambacsr_t3_plain": [(3, "neither hierarchical nor horizontal-to-vertical")],
-    "mambacsr_t3_hier": [(3, "hierarchical only")],
-    "mambacsr_t3_h2v": [(3, "horizontal-to-vertical only")],
-    "mambacsr_t3_both": [(3, "hierarchical + horizontal-to-vertical")],
-    "mambacsr_win4": [(4, "window 4x4")],
-    "mambacsr_win8": [(4, "window 8x8")],
-    "mambacsr_win16": [(4, "window 16x16")],
-    "mambacsr_win32": [(4, "window 32x32")],
-    "mambacsr_win64": [(4, "window 64x64")],
+# Rows of mambacsr_ablations.csv -> csrbench models (paper size) that realise them, preferred first.
+# Table 2's "no cross-scale", Table 3's "hierarchical + h2v" and Table 4's "window 8x8" are one network
+# (the printed scores are identical), so mambacsr_wo_cross stands in where the dedicated name is absent.
+ABLATION_MODELS: dict[tuple[int, str], tuple[str, ...]] = {
+    (2, "no cross-scale scanning (dual-interleaved only)"): ("mambacsr_wo_cross",),
+    (2, "position-aligned cross-scale scanning"): ("mambacsr",),
+    (2, "simple sequential cross-scale scanning"): ("mambacsr_sequential_cross",),
+    (3, "neither hierarchical nor horizontal-to-vertical"): ("mambacsr_t3_plain",),
+    (3, "hierarchical only"): ("mambacsr_t3_hier",),
+    (3, "horizontal-to-vertical only"): ("mambacsr_t3_h2v",),
+    (3, "hierarchical + horizontal-to-vertical"): ("mambacsr_t3_both", "mambacsr_wo_cross"),
+    (4, "window 4x4"): ("mambacsr_win4",),
+    (4, "window 8x8"): ("mambacsr_win8", "mambacsr_wo_cross"),
+    (4, "window 16x16"): ("mambacsr_win16",),
+    (4, "window 32x32"): ("mambacsr_win32",),
+    (4, "window 64x64"): ("mambacsr_win64",),
 }
+
+
+def ablation_rows_of(model: str) -> list[tuple[int, str]]:
+    """Ablation rows a model realises, rows where it is the preferred model first."""
+    base = base_name(model)
+    first = [k for k, v in ABLATION_MODELS.items() if v[0] == base]
+    return first + [k for k, v in ABLATION_MODELS.items() if base in v[1:]]
+
 
 # MambaIR classic x2 rows our classic_x2 models are compared with.
 CLASSIC_X2_ROW: dict[str, str] = {
