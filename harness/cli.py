@@ -80,7 +80,8 @@ def _erf(a, cfg):
 
 
 def _report(a, cfg):
-    return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out)
+    return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out,
+                 checkpoints=a.checkpoints)
 
 
 def _check(a, cfg):
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, default=Path("data"), help="data folder (default: data)")
 
     sp = add("degrade", _degrade, "bicubic downscale then JPEG / HEVC / VVC into data/lr")
-    sp.add_argument("--dataset", action="append", help="dataset (repeatable; default: all prepared)")
+    sp.add_argument("--dataset", action="append", help="dataset (repeatable; default: params data.train + data.test)")
     sp.add_argument("--codec", choices=("none", "jpeg", "hevc", "vvc"), default=None,
                     help="one codec (default: every degradation in params runs)")
     sp.add_argument("--level", type=int, default=None)
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--results", type=Path, default=Path("results"))
     sp.add_argument("--data", type=Path, default=Path("data"))
     sp.add_argument("--out", type=Path, default=Path("results/report/index.html"))
+    sp.add_argument("--checkpoints", type=Path, default=Path("models"),
+                    help="folder of trained final.pt files, run on one crop per image for the visual comparison")
 
     sp = add("check", _check, "fail (exit 1) when PSNR / SSIM regress against a reference or a git revision")
     sp.add_argument("--results", type=Path, default=Path("results"))

@@ -253,33 +253,37 @@ def scan_op_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def _tracing_backend(mod: Any) -> str:
+    """The compiled CPU kernel when numba is there, else the chunked PyTorch Function: both trace as
+    one PythonOp per scan (the ``ref`` loop would unroll into L einsums)."""
+    return "numba" if getattr(mod, "_cpu_kernel", None) is not None else "torch"
+
+
 def scan_backend() -> str:
-    """Name of the CPU selective-scan path the traces use (as the scan module reports it)."""
+    """Name of the selective-scan backend the traces use (``mambacsr.ops.selective_scan.current_backend``)."""
     mod = importlib.import_module("mambacsr.ops.selective_scan")
-    for attr in ("active_backend", "backend", "current_backend"):
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            try:
-                return str(fn(torch.device("cpu")))
-            except TypeError:
-                return str(fn())
-    return os.environ.get("MAMBACSR_SCAN_BACKEND", "default")
+    use = getattr(mod, "use_backend", None)
+    if callable(use):
+        with use(_tracing_backend(mod)):
+            return str(mod.current_backend(torch.device("cpu")))
+    return str(getattr(mod, "current_backend", lambda d: "unknown")(torch.device("cpu")))
 
 
 @contextlib.contextmanager
 def _fast_scan() -> Iterator[None]:
-    """Force the compiled scan for tracing: the reference loop would unroll L einsums into the graph.
-
-    The scan module's own switch is used when it has one; :func:`count_model` then checks that every
-    scan traced as one PythonOp.
-    """
-    mod = importlib.import_module("mambacsr.ops.selective_scan")
-    force = getattr(mod, "force_backend", None)
-    if callable(force):
-        with force("numba"):
-            yield
+    """Force a one-PythonOp scan backend for tracing (see :func:`_tracing_backend`); :func:`count_model`
+    then checks that the scan did trace as such an op."""
+    try:
+        mod = importlib.import_module("mambacsr.ops.selective_scan")
+    except ImportError:
+        yield
         return
-    yield
+    use = getattr(mod, "use_backend", None)
+    if not callable(use):
+        yield
+        return
+    with use(_tracing_backend(mod)):
+        yield
 
 
 # ----------------------------------------------------------------------------- thop
@@ -575,7 +579,11 @@ def _measure_here(spec: str, name: str, size: int, repeats: int, device: str, th
             peak = (_rss_kib("VmHWM") or 0) * 1024 - before
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    return {"model": name, "device": str(dev), "input": [1, 3, size, size], "repeats": repeats,
+    try:
+        backend = importlib.import_module("mambacsr.ops.selective_scan").current_backend(dev)
+    except Exception:  # noqa: BLE001 - a model without the scan still gets its latency
+        backend = None
+    return {"model": name, "device": str(dev), "input": [1, 3, size, size], "repeats": repeats, "scan_backend": backend,
             "median_s": statistics.median(times), "times_s": times, "peak_memory_bytes": int(max(peak, 0)),
             "memory_method": method, "torch_threads": threads}
 
@@ -603,7 +611,7 @@ def measure_in_subprocess(name: str, size: int, repeats: int, device: torch.devi
 
 def default_models(cfg: Any) -> list[str]:
     """``runs.models`` + ``runs.ablations``, in order, without repeats."""
-    return list(dict.fromkeys([*cfg.runs.models, *cfg.runs.ablations]))
+    return list(dict.fromkeys([*cfg.runs.model_names, *cfg.runs.ablation_names]))
 
 
 def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device | str, *,

@@ -136,7 +136,7 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) float -> HxWx3 uint8 RGB: clamp to [0, 1], *255, round (BasicSR ``tensor2img``)."""
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected a (1, 3, H, W) tensor, got {tuple(x.shape)}")
-    y = x[0].detach().float().cpu().clamp_(0, 1).mul_(255.0).round_()
+    y = x[0].detach().float().cpu().clamp(0, 1).mul(255.0).round()   # out of place: x is the caller's
     return y.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 

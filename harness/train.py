@@ -262,8 +262,8 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
     fp = fingerprint(cfg, model, model_config, degradation, scale)
     fp_resume = {**fp, "train": {k: v for k, v in fp["train"].items() if k != "iterations"}}
 
-    # -- already done? (idempotent under dvc repro)
-    if final_path.is_file():
+    # -- already done? (idempotent under dvc repro; --no-resume always trains afresh)
+    if resume and final_path.is_file():
         try:
             done = load_checkpoint(final_path, ("fingerprint",))
             if done["fingerprint"] == fp:

@@ -39,6 +39,10 @@ Architecture (x4, embed_dim C = 180, d_inner D = 2C = 360, d_state N = 16):
   MLP (hidden 4C = 720). ``ln_1`` of the cross layer normalises only the HR input; the gate
   half of ``in_proj_down`` is computed upstream but never used (it gets a zero gradient).
 
+Not reproduced: upstream's ``BasicLayer`` switches every group shallower than 6 blocks to
+``w32`` directions when cross-scale scanning is on; no released config has such a group,
+and here the direction cycle is explicit data (``directions`` / ``lr_directions``).
+
 Input handling: ``forward`` subtracts the DIV2K RGB mean and multiplies by ``img_range`` as
 upstream. Upstream's forward needs H, W divisible by 16 when cross-scale scanning is on
 (its nested scan does not pad); we pad the image to ``pad_multiple`` with the mirror padding

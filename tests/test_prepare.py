@@ -12,7 +12,6 @@ import tarfile
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -159,6 +158,8 @@ def test_mod_crop_to_the_scale(tmp_path, monkeypatch):
 def test_unknown_dataset(tmp_path):
     with pytest.raises(registry.UnknownDatasetError, match="set5"):
         prepare.run(_cfg(), datasets=["set_5"], out=tmp_path)
+    with pytest.raises(registry.UnknownDatasetError, match=r"data.local.flikr2k.*did you mean 'flickr2k'"):
+        prepare.run(_cfg(local={"flikr2k": "/x"}), datasets=["skimage_test"], out=tmp_path)
 
 
 # ----------------------------------------------------------------------------- downloads

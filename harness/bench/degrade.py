@@ -77,7 +77,8 @@ def run(cfg: Any, out: Path = Path("results/bench/degrade.json"), device: Any = 
                      rows[d.tag]["serial_images_per_s"], workers, rows[d.tag]["stage_images_per_s"])
     payload = {"benchmark": "degrade", "dataset": dataset, "scale": scale,
                "lr_sizes": sorted({f"{h.shape[0] // scale}x{h.shape[1] // scale}" for h in hrs}),
-               "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+               "cpu_count": os.cpu_count(),
+               "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                "repeats": repeats, "codecs": rows}
     from harness.provenance import write_json
     return write_json(out, payload, cfg=cfg, device=device)

@@ -54,7 +54,7 @@ __all__ = [
     "EncoderError", "CodecResult", "rgb_to_yuv420", "yuv420_to_rgb", "pad_to_multiple",
     "degrade_jpeg", "degrade_hevc", "degrade_vvc", "compress", "ffmpeg_exe", "check_ffmpeg_encoder",
     "ffmpeg_hevc_command", "ffmpeg_vvc_command", "ffmpeg_decode_command", "hm_command", "vtm_command",
-    "find_cfg", "codec_settings", "encoder_version", "BT601", "PAD_MULTIPLE",
+    "find_cfg", "check_tools", "codec_settings", "encoder_version", "BT601", "PAD_MULTIPLE",
 ]
 
 PAD_MULTIPLE = 8
@@ -300,6 +300,27 @@ def _check_binary(path: str, key: str) -> str:
     return str(p)
 
 
+def check_tools(codec: str, *, hevc_encoder: str = "ffmpeg", vvc_encoder: str = "ffmpeg", hm_path: str = "",
+                vtm_path: str = "") -> None:
+    """Fail early when the tool for ``codec`` is missing (ffmpeg encoder, HM / VTM binary and its cfg).
+
+    Raises:
+        EncoderError: names the missing tool and the params key to set.
+    """
+    if codec in ("none", "jpeg"):
+        return
+    enc = hevc_encoder if codec == "hevc" else vvc_encoder
+    if enc == "ffmpeg":
+        check_ffmpeg_encoder("libx265" if codec == "hevc" else "libvvenc")
+    elif enc == "hm":
+        find_cfg(_check_binary(hm_path, "hm_path"), "encoder_intra_main.cfg")
+    elif enc == "vtm":
+        find_cfg(_check_binary(vtm_path, "vtm_path"), "encoder_intra_vtm.cfg")
+    else:
+        raise ValueError(f"unknown {codec} encoder {enc!r}")
+    ffmpeg_exe()  # the decoder is always ffmpeg's
+
+
 # ----------------------------------------------------------------------------- codecs
 
 def degrade_jpeg(rgb: np.ndarray, quality: int) -> CodecResult:
@@ -434,7 +455,8 @@ def codec_settings(codec: str, level: int, *, hevc_encoder: str = "ffmpeg", vvc_
     """Everything that determines the output of :func:`compress` (stored in the manifest)."""
     s: dict[str, Any] = {"codec": codec, "level": level}
     if codec == "jpeg":
-        s.update(tool="cv2.imencode('.jpg', bgr, [IMWRITE_JPEG_QUALITY, q])", quality=level, chroma="4:2:0 (OpenCV default)")
+        s.update(tool="cv2.imencode('.jpg', bgr, [IMWRITE_JPEG_QUALITY, q])", quality=level,
+                 chroma="4:2:0 (OpenCV default)")
     elif codec in ("hevc", "vvc"):
         enc = hevc_encoder if codec == "hevc" else vvc_encoder
         bd = 8 if codec == "hevc" else 10
@@ -450,7 +472,11 @@ def codec_settings(codec: str, level: int, *, hevc_encoder: str = "ffmpeg", vvc_
             s["cfg"] = "encoder_intra_main.cfg" if enc == "hm" else "encoder_intra_vtm.cfg"
     elif codec != "none":
         raise ValueError(f"unknown codec {codec!r}")
-    binary = hm_path if (codec == "hevc" and hevc_encoder == "hm") else vtm_path if (codec == "vvc" and vvc_encoder == "vtm") else ""
+    binary = ""
+    if codec == "hevc" and hevc_encoder == "hm":
+        binary = hm_path
+    elif codec == "vvc" and vvc_encoder == "vtm":
+        binary = vtm_path
     enc = hevc_encoder if codec == "hevc" else vvc_encoder if codec == "vvc" else "ffmpeg"
     s["version"] = encoder_version(codec, enc, binary)
     return s

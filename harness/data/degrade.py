@@ -19,7 +19,8 @@ pending degradation so its clean LR is computed once.
 
 With ``data.sub_images: true`` the training set is also cut into BasicSR-style
 sub-images (``extract_subimages.py``: HR crop 480, step 240, thresh 0, and the matching
-LR crops 480/s, step 240/s): ``data/lr/<dataset>/x<s>/hr_sub/`` and
+LR crops 480/s, step 240/s): ``data/lr/<dataset>/sub_hr_x<s>/`` (outside the
+``x<s>/<tag>/`` pattern that the report scans for codec manifests) and
 ``data/lr/<dataset>/x<s>/<codec>_<level>/sub/``, each with its own manifest (see
 :func:`harness.data.loader.train_dirs`).
 
@@ -401,11 +402,12 @@ def _sub_folder(cfg: Any, folder: Path, key: dict[str, Any], jobs: list[tuple[st
 
 
 def _extract_subimages(cfg: Any, data: Path, dataset: str, scale: int, tags: Sequence[str], workers: int) -> None:
-    """BasicSR-style sub-images of the training set: ``x<s>/hr_sub`` once, ``x<s>/<tag>/sub`` per tag."""
+    """BasicSR-style sub-images of the training set: ``sub_hr_x<s>`` once, ``x<s>/<tag>/sub`` per tag."""
     from harness.provenance import read_json
     if SUB_CROP % scale or SUB_STEP % scale:
         raise ValueError(f"sub-images: crop {SUB_CROP} / step {SUB_STEP} are not multiples of the scale {scale}")
     base = Path(data) / "lr" / dataset / f"x{scale}"
+    hr_sub = Path(data) / "lr" / dataset / f"sub_hr_x{scale}"
     hr_man = read_json(Path(data) / "hr" / dataset / MANIFEST)["images"]
     geometry = {"crop": SUB_CROP, "step": SUB_STEP, "thresh": SUB_THRESH, "scale": scale}
     sizes: dict[str, tuple[int, int]] | None = None
@@ -415,9 +417,9 @@ def _extract_subimages(cfg: Any, data: Path, dataset: str, scale: int, tags: Seq
         if sizes is None:
             sizes = lr_sizes
             key = {"dataset": dataset, **geometry, "source": {n: r["sha256"] for n, r in hr_man.items()}}
-            jobs = [(str(Path(data) / "hr" / dataset / f"{n}.png"), str(base / "hr_sub"), 1, *sizes[n])
+            jobs = [(str(Path(data) / "hr" / dataset / f"{n}.png"), str(hr_sub), 1, *sizes[n])
                     for n in sorted(sizes)]
-            _sub_folder(cfg, base / "hr_sub", key, jobs, workers)
+            _sub_folder(cfg, hr_sub, key, jobs, workers)
         key = {"dataset": dataset, "tag": tag, **geometry, "source": {n: r["sha256"] for n, r in src_man.items()}}
         jobs = [(str(base / tag / f"{n}.png"), str(base / tag / "sub"), scale, *lr_sizes[n]) for n in sorted(lr_sizes)]
         _sub_folder(cfg, base / tag / "sub", key, jobs, workers)
@@ -431,10 +433,12 @@ def run(cfg: Any, datasets: list[str] | None = None, degradations: list[Any] | N
 
     Args:
         cfg: the run's :class:`harness.config.Config` (reads ``degrade.*``, ``data.train``,
-            ``data.test``, ``data.sub_images``, ``runs.degradations``, ``runs.ablation_degradation``).
+            ``data.test``, ``data.sub_images``, ``runs.degradations``, ``runs.ablation_degradation``,
+            ``runs.classic_x2``).
         datasets: dataset names; default ``data.train`` + ``data.test`` (each must be prepared).
-        degradations: :class:`harness.config.Degradation` list; default
-            :func:`default_degradations`.
+        degradations: :class:`harness.config.Degradation` list. Default: :func:`default_degradations`
+            at ``scale``, plus ``none_0`` at x2 when ``runs.classic_x2`` lists models (the bicubic x2
+            study; its HR is the same ``data/hr``, mod-cropped to ``degrade.scale``, hence also mod 2).
         scale: SR factor; default ``degrade.scale``.
         data: the data folder (holds ``hr/``; ``lr/`` is written).
 
@@ -447,13 +451,34 @@ def run(cfg: Any, datasets: list[str] | None = None, degradations: list[Any] | N
             a failed write (each names the file); finished folders are kept, the failing one has no
             manifest and is redone next time.
     """
-    from harness.provenance import write_json
+    from harness.config import Degradation
     data = Path(data)
     dc = cfg.degrade
     scale = scale or dc.scale
     datasets = list(datasets) if datasets else list(dict.fromkeys([cfg.data.train, *cfg.data.test]))
-    degradations = list(degradations) if degradations else default_degradations(cfg)
+    if degradations:
+        plan = [(scale, list(degradations))]
+    else:
+        plan = [(scale, default_degradations(cfg))]
+        if cfg.runs.classic_x2:
+            none = Degradation("none", 0)
+            if scale == 2:
+                plan[0][1].extend([none] if none not in plan[0][1] else [])
+            else:
+                plan.append((2, [none]))
     enc = (dc.hevc_encoder, dc.vvc_encoder, dc.hm_path, dc.vtm_path)
+    for _, degs in plan:   # a missing encoder fails before any folder is touched
+        for d in degs:
+            codecs.check_tools(d.codec, hevc_encoder=enc[0], vvc_encoder=enc[1], hm_path=enc[2], vtm_path=enc[3])
+    for s, degs in plan:
+        _run_scale(cfg, data, datasets, degs, s, enc)
+    return data / "lr"
+
+
+def _run_scale(cfg: Any, data: Path, datasets: list[str], degradations: list[Any], scale: int,
+               enc: tuple[str, str, str, str]) -> None:
+    from harness.provenance import write_json
+    dc = cfg.degrade
     settings = {d.tag: codecs.codec_settings(d.codec, d.level, hevc_encoder=enc[0], vvc_encoder=enc[1],
                                              hm_path=enc[2], vtm_path=enc[3]) for d in degradations}
     for dataset in datasets:
@@ -492,5 +517,4 @@ def run(cfg: Any, datasets: list[str] | None = None, degradations: list[Any] | N
                          "inf" if s["psnr_y"] is None else f"{s['psnr_y']:.2f}")
         if cfg.data.sub_images and dataset == cfg.data.train:
             _extract_subimages(cfg, data, dataset, scale, [d.tag for d in degradations], dc.workers)
-    return data / "lr"
 

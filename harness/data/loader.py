@@ -54,7 +54,7 @@ def list_pairs(hr_dir: str | Path, lr_dir: str | Path, require_manifest: bool = 
     """``(name, lr_path, hr_path)`` of every LR PNG in ``lr_dir`` with its HR twin, sorted by name.
 
     Args:
-        hr_dir: ``data/hr/<dataset>`` (or ``.../x<s>/hr_sub``).
+        hr_dir: ``data/hr/<dataset>`` (or ``data/lr/<dataset>/sub_hr_x<s>``).
         lr_dir: ``data/lr/<dataset>/x<s>/<codec>_<level>`` (or its ``sub/``).
         require_manifest: refuse an ``lr_dir`` without the ``manifest.json`` that ``csrbench degrade``
             writes last (i.e. an unfinished or foreign folder); when present, its image list must
@@ -122,11 +122,11 @@ def train_dirs(data: str | Path, dataset: str, scale: int, tag: str, sub_images:
 
     ``sub_images=False``: ``data/hr/<dataset>``, ``data/lr/<dataset>/x<s>/<tag>``.
     ``sub_images=True``: the BasicSR-style crops written by ``csrbench degrade``:
-    ``data/lr/<dataset>/x<s>/hr_sub``, ``data/lr/<dataset>/x<s>/<tag>/sub``.
+    ``data/lr/<dataset>/sub_hr_x<s>``, ``data/lr/<dataset>/x<s>/<tag>/sub``.
     """
     base = Path(data) / "lr" / dataset / f"x{scale}"
     if sub_images:
-        return base / "hr_sub", base / tag / "sub"
+        return Path(data) / "lr" / dataset / f"sub_hr_x{scale}", base / tag / "sub"
     return Path(data) / "hr" / dataset, base / tag
 
 
@@ -134,7 +134,7 @@ class PairedPatches(torch.utils.data.Dataset):
     """Seeded paired random patches, sample ``k`` -> ``(lr, hr)``.
 
     Args:
-        hr_dir: HR folder (``data/hr/<dataset>`` or ``hr_sub``).
+        hr_dir: HR folder (``data/hr/<dataset>`` or ``sub_hr_x<s>``).
         lr_dir: LR folder (``data/lr/<dataset>/x<s>/<tag>`` or its ``sub``); must hold the degrade manifest.
         scale: SR factor; every pair must satisfy HR = scale x LR (HR may exceed by < scale rows / cols).
         patch_size: LR patch side ``p`` (HR patch ``scale * p``).

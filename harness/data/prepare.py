@@ -445,6 +445,14 @@ def run(cfg: Any, datasets: list[str] | None = None, data_root: Path | None = No
     out = Path(out)
     names = list(datasets) if datasets else list(dict.fromkeys([cfg.data.train, *cfg.data.test]))
     entries = [registry.get(n) for n in names]          # unknown names fail before any work
+    known = set(registry.DATASETS) | {s.name for d in registry.DATASETS.values() for s in d.sources}
+    for key in cfg.data.local:
+        if key not in known:
+            import difflib
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise registry.UnknownDatasetError(
+                f"{cfg.source}: data.local.{key}: not a dataset or source name"
+                + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"))
     for d in entries:
         _prepare_one(cfg, d, out, Path(data_root) if data_root else None, cfg.degrade.scale, cfg.degrade.workers)
     return out / "hr"

@@ -1,6 +1,648 @@
-"""Stage `render`: not implemented yet (placeholder of the foundation commit)."""
+"""Stage ``report``: every result of ``results/`` on one self-contained HTML page.
+
+``csrbench report`` reads (never computes) the stage outputs and renders
+``harness/report/templates/index.html.j2`` into ``results/report/index.html``;
+images are embedded as base64 ``data:`` URIs so the page is one file that opens
+offline. Sections:
+
+* Table 1 (MambaCSR paper, x4 compressed SR): per degradation and model, every
+  PSNR / SSIM cell shows paper, ours and ours - paper, green when ours is at
+  least the paper's, red when below; Params / GFLOPs cells compare the paper's
+  counting method (``results/complexity.json``) with the printed figures.
+* Ablation Tables 2-4 and the MambaIR classic x2 table, the same way.
+* Complexity: true vs paper-method vs printed counts with the delta and reason
+  per entry, latency and peak memory, the note that Table 1's SwinIR and
+  Swin2SR rows appear swapped.
+* ERF grid (``results/erf``), training curves (``results/curves/**.csv``), the
+  codec table (bpp / PSNR of the LR images from ``data/lr/**/manifest.json``),
+  visual crops (compressed LR, each model's SR, HR) made here by running each
+  model's ``final.pt`` on one crop per image on the CPU, benchmark figures
+  (``results/bench/*.json``) and a provenance block gathered from the results'
+  provenance blocks.
+
+Honesty rules the page keeps: published numbers come only from
+``harness/paper/*.csv`` (:mod:`harness.paper_tables`); a figure from the smoke
+profile carries a "smoke" badge and the page a banner ("SMOKE PROFILE — not
+paper figures"); a run trained for fewer iterations than its profile asks is
+badged "unfinished"; anything missing renders as "—" with the stage that
+produces it. Nothing here raises on a missing or partial result.
+"""
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import importlib
+import io
+import json
+import logging
+import math
+import platform
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
-def run(cfg, **kwargs):
-    raise NotImplementedError("csrbench render: not implemented yet")
+import numpy as np
+
+from harness import paper_tables as pt
+from harness.provenance import write_text
+
+__all__ = ["run", "gather", "render_html", "DASH"]
+
+log = logging.getLogger("csrbench.report")
+
+DASH = "—"
+TEMPLATES = Path(__file__).parent / "templates"
+PAPER_MODELS = ("SwinIR", "Swin2SR", "HST", "HAT", "MambaIR", "MambaCSR")
+DEFAULT_BUILD = "harness.models:build"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError) as e:
+        log.warning("report: skipping %s (%s)", path, e)
+        return None
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_of(img: np.ndarray) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+@lru_cache(maxsize=None)
+def _profile_iterations(profile: str) -> int | None:
+    """``train.iterations`` of a shipped preset (the target a finished run reached)."""
+    from harness.config import load, profile_path
+    try:
+        return load(profile_path(profile)).train.iterations
+    except Exception:  # noqa: BLE001 - unknown profile names just get no target
+        return None
+
+
+def _profile_of(rec: dict[str, Any]) -> str | None:
+    return rec.get("profile") or (rec.get("provenance") or {}).get("profile")
+
+
+def badges_of(rec: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Labels a result row carries: ``smoke`` and/or ``unfinished`` (with the iteration count)."""
+    if not rec:
+        return []
+    out = []
+    profile = _profile_of(rec)
+    if profile == "smoke":
+        out.append({"cls": "smoke", "text": "smoke"})
+    it = rec.get("iterations")
+    target = _profile_iterations(profile) if profile else None
+    if isinstance(it, int) and target and it < target:
+        out.append({"cls": "unfinished", "text": f"unfinished {it}/{target} it"})
+    return out
+
+
+def _cell(paper: Any, ours: Any, digits: int, *, higher_is_better: bool = True) -> dict[str, Any]:
+    """A comparison cell: paper, ours, ours - paper, and the colour class of the difference."""
+    p, o = _num(paper), _num(ours)
+    d = None if p is None or o is None else o - p
+    cls = "" if d is None else ("pos" if (d >= 0) == higher_is_better else "neg")
+    f = (lambda v: DASH if v is None else f"{v:.{digits}f}")
+    return {"paper": f(p), "ours": f(o), "delta": DASH if d is None else f"{d:+.{digits}f}", "cls": cls,
+            "has_ours": o is not None}
+
+
+def _count_cell(paper: Any, ours: Any, digits: int = 2) -> dict[str, Any]:
+    """A count cell (params / GFLOPs): the delta in percent; green within 1 %, red beyond."""
+    p, o = _num(paper), _num(ours)
+    d = None if p is None or o is None or p == 0 else (o - p) / p * 100
+    f = (lambda v: DASH if v is None else f"{v:.{digits}f}")
+    return {"paper": f(p), "ours": f(o), "delta": DASH if d is None else f"{d:+.1f} %",
+            "cls": "" if d is None else ("pos" if abs(d) <= 1 else "neg"), "has_ours": o is not None}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def load_metrics(results: Path) -> dict[tuple[str, int, str, int], dict[str, Any]]:
+    """``results/metrics/<model>/x<s>_<codec>_<level>.json`` by (model, scale, codec, level)."""
+    out: dict[tuple[str, int, str, int], dict[str, Any]] = {}
+    for path in sorted((Path(results) / "metrics").glob("*/x*_*_*.json")):
+        rec = _read_json(path)
+        if rec is None:
+            continue
+        try:
+            key = (rec.get("model") or path.parent.name, int(rec["scale"]), str(rec["codec"]), int(rec["level"]))
+        except (KeyError, TypeError, ValueError):
+            stem = path.stem.split("_")
+            try:
+                key = (path.parent.name, int(stem[0][1:]), stem[1], int(stem[2]))
+            except (IndexError, ValueError):
+                log.warning("report: %s has no scale/codec/level", path)
+                continue
+        rec["_path"] = str(path)
+        out[key] = rec
+    return out
+
+
+def _pick(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Prefer a paper-profile result over a smoke one, then a longer training."""
+    if not recs:
+        return None
+    return sorted(recs, key=lambda r: (_profile_of(r) == "paper", r.get("iterations") or 0))[-1]
+
+
+def _dataset_score(rec: dict[str, Any] | None, column: str, metric: str) -> float | None:
+    """Our mean ``psnr_y`` / ``ssim_y`` for the dataset whose CSV column prefix is ``column``."""
+    if not rec:
+        return None
+    for ds, v in (rec.get("datasets") or {}).items():
+        if (pt.dataset_column(ds) or ds) == column and isinstance(v, dict):
+            return _num(v.get(metric))
+    return None
+
+
+def _extra_datasets(recs: Iterable[dict[str, Any] | None], known: Sequence[str]) -> list[str]:
+    extra: list[str] = []
+    for r in recs:
+        for ds in (r or {}).get("datasets") or {}:
+            col = pt.dataset_column(ds) or ds
+            if col not in known and col not in extra:
+                extra.append(col)
+    return extra
+
+
+def _rows_by_paper_model(metrics: dict, scale: int, codec: str, level: int,
+                         mapper: Callable[[str], str | None]) -> dict[str, dict[str, Any]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (model, s, c, lv), rec in metrics.items():
+        row = mapper(model)
+        if row and s == scale and c == codec and lv == level:
+            grouped[row].append(rec)
+    return {row: _pick(recs) for row, recs in grouped.items()}
+
+
+def _complexity_by_row(complexity: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, rec in ((complexity or {}).get("models") or {}).items():
+        row = pt.paper_row_of(name)
+        if row:
+            out[row] = rec
+    return out
+
+
+def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
+    """Table 1 blocks, one per degradation: paper rows with our cells beside them."""
+    paper = pt.table1()
+    degs: list[tuple[str, int]] = []
+    for r in paper:
+        if (r["codec"], int(r["level"])) not in degs:
+            degs.append((r["codec"], int(r["level"])))
+    for (model, s, c, lv) in metrics:
+        if s == scale and c != "none" and pt.paper_row_of(model) and (c, lv) not in degs:
+            degs.append((c, lv))
+    cols = ["set5", "set14", "manga109", "urban100", "div2k"]
+    comp = _complexity_by_row(complexity)
+    blocks = []
+    for codec, level in degs:
+        ours = _rows_by_paper_model(metrics, scale, codec, level, pt.paper_row_of)
+        datasets = cols + _extra_datasets(ours.values(), cols)
+        rows = []
+        for model in PAPER_MODELS:
+            prow = next((r for r in paper if r["model"] == model and r["codec"] == codec
+                         and int(r["level"]) == level), {})
+            rec = ours.get(model)
+            crec = comp.get(model) or {}
+            pm = crec.get("paper_method") or {}
+            rows.append({
+                "model": model,
+                "ours_model": (rec or {}).get("model"),
+                "badges": badges_of(rec),
+                "params": _count_cell(prow.get("params_m"), None if pm.get("params") is None else pm["params"] / 1e6),
+                "gflops": _count_cell(prow.get("gflops"), None if pm.get("macs") is None else pm["macs"] / 1e9),
+                "cells": [(_cell(prow.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
+                           _cell(prow.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
+                "note": prow.get("note"),
+                "missing": rec is None,
+            })
+        blocks.append({"codec": codec, "level": level, "datasets": datasets, "rows": rows,
+                       "any_ours": any(not r["missing"] for r in rows),
+                       "in_paper": any(r["codec"] == codec and int(r["level"]) == level for r in paper)})
+    return {"blocks": blocks, "swap_note": pt.SWAPPED_ROWS_NOTE}
+
+
+def ablation_section(metrics: dict, complexity: dict[str, Any] | None, scale: int, codec: str,
+                     level: int) -> dict[str, Any]:
+    """Tables 2-4 with our ablation runs (preferred model of each row first)."""
+    comp = (complexity or {}).get("models") or {}
+    by_base: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (model, s, c, lv), rec in metrics.items():
+        if s == scale and c == codec and lv == level:
+            by_base[pt.base_name(model)].append(rec)
+    rows = list(pt.ablations())
+    datasets = ["manga109", "urban100"]
+    chosen = []
+    for r in rows:
+        rec, cand = None, None
+        for cand in pt.ABLATION_MODELS.get((int(r["table"]), r["variant"]), ()):
+            rec = _pick(by_base.get(cand, []))
+            if rec is not None:
+                break
+        chosen.append((r, rec, cand))
+    datasets += _extra_datasets((c[1] for c in chosen), datasets)
+    tables: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r, rec, cand in chosen:
+        cands = pt.ABLATION_MODELS.get((int(r["table"]), r["variant"]), ())
+        crec = next((comp[c] for c in cands if c in comp), None)
+        macs = ((crec or {}).get("paper_method") or {}).get("macs")
+        tables[int(r["table"])].append({
+            "variant": r["variant"], "ours_model": (rec or {}).get("model") or (cands[0] if cands else None),
+            "badges": badges_of(rec), "missing": rec is None,
+            "gflops": _count_cell(r["gflops"], None if macs is None else macs / 1e9),
+            "cells": [(_cell(r.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
+                       _cell(r.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
+            "note": r.get("note"),
+        })
+    return {"tables": [{"number": n, "rows": tables[n]} for n in sorted(tables)], "datasets": datasets,
+            "tag": f"x{scale}_{codec}_{level}"}
+
+
+def classic_section(metrics: dict) -> dict[str, Any]:
+    """MambaIR classic x2 table with our x2 (codec none) runs on the mapped rows."""
+    rev = defaultdict(list)
+    for (model, s, c, lv), rec in metrics.items():
+        row = pt.CLASSIC_X2_ROW.get(pt.base_name(model))
+        if row and s == 2 and c == "none":
+            rev[row].append(rec)
+    datasets = ["set5", "set14", "bsd100", "urban100", "manga109"]
+    ours = {row: _pick(recs) for row, recs in rev.items()}
+    datasets += _extra_datasets(ours.values(), datasets)
+    rows = []
+    for r in pt.classic_x2():
+        rec = ours.get(r["model"])
+        rows.append({"model": r["model"], "ours_model": (rec or {}).get("model"), "badges": badges_of(rec),
+                     "mapped": r["model"] in pt.CLASSIC_X2_ROW.values(), "missing": rec is None,
+                     "cells": [(_cell(r.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
+                                _cell(r.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
+                     "note": r.get("note")})
+    return {"rows": rows, "datasets": datasets}
+
+
+# ----------------------------------------------------------------------------- complexity / erf / curves
+
+def complexity_section(complexity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Rows of the complexity table from ``results/complexity.json``."""
+    if not complexity:
+        return None
+    rows = []
+    for name, rec in (complexity.get("models") or {}).items():
+        fv = rec.get("fvcore") or {}
+        pm = rec.get("paper_method") or {}
+        printed = rec.get("printed") or {}
+        deltas = {(d.get("quantity"), d.get("kind")): d for d in rec.get("deltas") or []}
+
+        def delta(q: str, k: str) -> dict[str, Any]:
+            d = deltas.get((q, k))
+            if not d:
+                return {"text": DASH, "cls": "", "reason": None}
+            v = d.get("delta_pct")
+            return {"text": DASH if v is None else f"{v:+.1f} %",
+                    "cls": "" if v is None else ("pos" if abs(v) <= 1 else "neg"), "reason": d.get("reason")}
+
+        lat = []
+        for lname, l in (rec.get("latency") or {}).items():
+            med, mem = _num(l.get("median_s")), _num(l.get("peak_memory_bytes"))
+            lat.append({"model": lname, "device": l.get("device", DASH),
+                        "ms": DASH if med is None else f"{med * 1e3:.1f}",
+                        "mb": DASH if mem is None else f"{mem / 2**20:.1f}", "method": l.get("memory_method")})
+        m = lambda v, s: DASH if _num(v) is None else f"{v / s:.3f}"  # noqa: E731
+        unsupported = fv.get("unsupported_ops") or {}
+        rows.append({
+            "model": name, "row": printed.get("row", DASH), "source": printed.get("source"),
+            "true_params": m(rec.get("true_params"), 1e6), "thop_params": m((rec.get("thop") or {}).get("params"), 1e6),
+            "pm_params": m(pm.get("params"), 1e6), "printed_params": DASH if printed.get("params_m") is None
+            else f"{printed['params_m']:.2f}",
+            "fv_macs": m(fv.get("macs"), 1e9), "fv_9": m(fv.get("macs_with_scan_9bldn"), 1e9),
+            "pm_macs": m(pm.get("macs"), 1e9), "printed_gflops": DASH if printed.get("gflops") is None
+            else f"{printed['gflops']:.2f}", "method": pm.get("method", DASH),
+            "d_true_p": delta("params_m", "true"), "d_pm_p": delta("params_m", "paper_method"),
+            "d_fv": delta("gmacs", "fvcore_with_scan"), "d_pm_g": delta("gmacs", "paper_method"),
+            "reasons": [d.get("reason") for d in rec.get("deltas") or [] if d.get("reason")],
+            "notes": rec.get("notes") or [], "latency": lat,
+            "unsupported": len(unsupported), "unjustified": fv.get("unjustified_ops") or [],
+            "uncalled": len(fv.get("uncalled_modules") or []),
+        })
+    return {"rows": rows, "unit_note": complexity.get("unit_note"), "scan_rule": complexity.get("scan_mac_rule"),
+            "input": complexity.get("input"), "scan_backend": complexity.get("scan_backend"),
+            "threads": complexity.get("torch_threads"), "counted_paper_size": complexity.get("counted_paper_size"),
+            "profile": (complexity.get("provenance") or {}).get("profile"), "swap_note": pt.SWAPPED_ROWS_NOTE}
+
+
+def erf_section(results: Path) -> dict[str, Any] | None:
+    folder = Path(results) / "erf"
+    rec = _read_json(folder / "erf.json") if (folder / "erf.json").is_file() else None
+    if rec is None:
+        return None
+    img = folder / (rec.get("figure") or "erf.png")
+    rows = []
+    for name, m in (rec.get("models") or {}).items():
+        ar = m.get("area_ratio") or {}
+        rows.append({"model": name, "weights": m.get("weights", DASH),
+                     "iterations": ((m.get("checkpoint") or {}).get("iterations")),
+                     "ratios": [DASH if _num(ar.get(q)) is None else f"{100 * ar[q]:.2f} %" for q in ("20", "50", "99")]})
+    return {"image": _data_uri(img.read_bytes()) if img.is_file() else None, "rows": rows,
+            "source": rec.get("source") or {}, "mode": rec.get("mode"), "crop": rec.get("crop"),
+            "num_images": rec.get("num_images"), "profile": (rec.get("provenance") or {}).get("profile"),
+            "any_random": any(r["weights"] != "checkpoint" for r in rows)}
+
+
+def _read_curve(path: Path) -> dict[str, list[float | None]]:
+    cols: dict[str, list[float | None]] = defaultdict(list)
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                cols[k].append(_num(v) if v not in (None, "") else None)
+    return cols
+
+
+def curves_section(results: Path) -> list[dict[str, Any]]:
+    """One PNG per run tag (x<s>_<codec>_<level>): loss and validation PSNR-Y of every model."""
+    runs: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for path in sorted((Path(results) / "curves").glob("*/*.csv")):
+        try:
+            runs[path.stem].append((path.parent.name, _read_curve(path)))
+        except (OSError, csv.Error, UnicodeDecodeError) as e:
+            log.warning("report: skipping %s (%s)", path, e)
+    if not runs:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = []
+    for tag, items in sorted(runs.items()):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+        for model, cols in items:
+            it = cols.get("iteration", [])
+            for ax, key in ((a1, "loss"), (a2, "val_psnr_y")):
+                pts = [(x, y) for x, y in zip(it, cols.get(key, [])) if x is not None and y is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="." if key == "val_psnr_y" else None, label=model, lw=1)
+        a1.set_title("training loss", fontsize=9)
+        a2.set_title("validation PSNR-Y (dB)", fontsize=9)
+        for ax in (a1, a2):
+            ax.set_xlabel("iteration", fontsize=8)
+            ax.tick_params(labelsize=7)
+        if any(ax.get_legend_handles_labels()[0] for ax in (a1,)):
+            a1.legend(fontsize=7)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        out.append({"tag": tag, "models": [m for m, _ in items], "image": _data_uri(buf.getvalue())})
+    return out
+
+
+def codec_section(data: Path) -> list[dict[str, Any]]:
+    """Mean bpp and PSNR vs clean LR per LR folder, from ``data/lr/<ds>/x<s>/<tag>/manifest.json``."""
+    rows = []
+    for path in sorted(Path(data).glob("lr/*/x*/*/manifest.json")):
+        man = _read_json(path)
+        if man is None:
+            continue
+        images = man.get("images") or {}
+        vals = list(images.values()) if isinstance(images, dict) else list(images)
+
+        def mean(k: str) -> float | None:
+            xs = [_num(v.get(k)) for v in vals if isinstance(v, dict)]
+            xs = [x for x in xs if x is not None]
+            return float(np.mean(xs)) if xs else _num((man.get("summary") or {}).get(k))
+        f = (lambda v, d: DASH if v is None else f"{v:.{d}f}")
+        rows.append({"dataset": path.parts[-4], "scale": path.parts[-3], "tag": path.parts[-2],
+                     "count": len(vals), "bpp": f(mean("bpp"), 3), "psnr_y": f(mean("psnr_y"), 2),
+                     "psnr_rgb": f(mean("psnr_rgb"), 2)})
+    return rows
+
+
+def bench_section(results: Path) -> list[dict[str, Any]]:
+    """Each ``results/bench/<name>.json`` as a list of (key path, value) leaves."""
+    out = []
+    for path in sorted((Path(results) / "bench").glob("*.json")):
+        rec = _read_json(path)
+        if rec is None:
+            continue
+        leaves: list[tuple[str, str]] = []
+
+        def walk(x: Any, key: str) -> None:
+            if len(leaves) >= 80:
+                return
+            if isinstance(x, dict):
+                for k, v in x.items():
+                    walk(v, f"{key}.{k}" if key else str(k))
+            elif isinstance(x, list) and len(x) > 8:
+                leaves.append((key, f"[{len(x)} values]"))
+            elif isinstance(x, list):
+                for i, v in enumerate(x):
+                    walk(v, f"{key}[{i}]")
+            elif isinstance(x, float):
+                leaves.append((key, f"{x:.4g}"))
+            else:
+                leaves.append((key, DASH if x is None else str(x)))
+        walk({k: v for k, v in rec.items() if k != "provenance"}, "")
+        out.append({"name": path.stem, "leaves": leaves, "truncated": len(leaves) >= 80,
+                    "profile": (rec.get("provenance") or {}).get("profile"),
+                    "device": (rec.get("provenance") or {}).get("device_name")})
+    return out
+
+
+# ----------------------------------------------------------------------------- visual crops
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def visual_section(cfg: Any, data: Path, checkpoints: Path, build: str) -> dict[str, Any]:
+    """Compressed LR, each model's SR and HR on one centre crop of ``report.visual_images`` test images.
+
+    Each model's ``<checkpoints>/<model>/x<s>_<tag>/final.pt`` is run here on the CPU on the LR crop
+    only (smoke models are tiny; paper models take seconds). Models without a checkpoint show "—".
+    """
+    import torch
+    deg = cfg.runs.degradations[0]
+    scale, tag, dataset = cfg.degrade.scale, deg.tag, cfg.data.test[0]
+    lr_dir = Path(data) / "lr" / dataset / f"x{scale}" / tag
+    hr_dir = Path(data) / "hr" / dataset
+    info = {"dataset": dataset, "tag": tag, "scale": scale, "models": list(cfg.runs.model_names), "images": [],
+            "note": None}
+    names = sorted(p.stem for p in lr_dir.glob("*.png") if (hr_dir / p.name).is_file()) if lr_dir.is_dir() else []
+    if not names:
+        info["note"] = f"no LR/HR pairs in {lr_dir} and {hr_dir} (produced by `csrbench prepare` + `csrbench degrade`)"
+        return info
+    names = names[: cfg.report.visual_images]
+    nets: dict[str, Any] = {}
+    from harness.erf import load_weights
+    try:
+        mod, _, attr = build.partition(":")
+        builder = getattr(importlib.import_module(mod), attr)
+    except Exception as e:  # noqa: BLE001 - the page still renders without models
+        builder = None
+        info["note"] = f"models not buildable here ({type(e).__name__}: {e})"
+    for model in cfg.runs.model_names:
+        ckpt = Path(checkpoints) / model / f"x{scale}_{tag}" / "final.pt"
+        if builder is None or not ckpt.is_file():
+            nets[model] = {"net": None, "why": f"no final.pt (produced by `csrbench train`): {ckpt}"}
+            continue
+        try:
+            net = builder(model)
+            w = load_weights(net, ckpt)
+            nets[model] = {"net": net.eval(), "iterations": (w or {}).get("iterations"), "why": None}
+        except Exception as e:  # noqa: BLE001
+            nets[model] = {"net": None, "why": f"{ckpt}: {type(e).__name__}: {e}"}
+    try:
+        from harness.metrics import psnr_y
+    except ImportError:  # pragma: no cover
+        psnr_y = None
+    for name in names:
+        lr, hr = _read_rgb(lr_dir / f"{name}.png"), _read_rgb(hr_dir / f"{name}.png")
+        side = max(scale, min(cfg.report.crop, lr.shape[0] * scale, lr.shape[1] * scale) // scale * scale)
+        ls = side // scale
+        ly, lx = (lr.shape[0] - ls) // 2, (lr.shape[1] - ls) // 2
+        lr_c = lr[ly:ly + ls, lx:lx + ls]
+        hr_c = hr[ly * scale:ly * scale + side, lx * scale:lx * scale + side]
+        tiles = [{"label": f"LR {tag} (nearest x{scale})", "image": _data_uri(_png_of(
+            np.repeat(np.repeat(lr_c, scale, 0), scale, 1))), "psnr": None, "why": None}]
+        for model in cfg.runs.model_names:
+            n = nets[model]
+            if n["net"] is None:
+                tiles.append({"label": model, "image": None, "psnr": None, "why": n["why"]})
+                continue
+            with torch.no_grad():
+                x = torch.from_numpy(np.ascontiguousarray(lr_c)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+                y = n["net"](x)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+            p = None
+            if psnr_y is not None and y.shape == hr_c.shape:
+                p = psnr_y(y, hr_c, crop_border=0)
+            tiles.append({"label": model + ("" if n.get("iterations") is None else f" ({n['iterations']} it)"),
+                          "image": _data_uri(_png_of(y)), "psnr": None if p is None or not math.isfinite(p)
+                          else f"{p:.2f} dB", "why": None})
+        tiles.append({"label": "HR", "image": _data_uri(_png_of(hr_c)), "psnr": None, "why": None})
+        info["images"].append({"name": name, "crop": [ly * scale, lx * scale, side], "tiles": tiles})
+    return info
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def provenance_section(results: Path, cfg: Any, metrics: dict) -> dict[str, Any]:
+    """Who made each result: commit, profile, device, versions, tile settings, scan backend."""
+    files = []
+    versions: dict[str, set] = defaultdict(set)
+    paths = sorted(Path(results).glob("**/*.json"))
+    for path in paths:
+        if "report" in path.relative_to(results).parts[:1]:
+            continue
+        rec = _read_json(path)
+        if rec is None:
+            continue
+        prov = rec.get("provenance") or {}
+        git = prov.get("git") or {}
+        tile = rec.get("tile")
+        files.append({"file": str(path.relative_to(results)), "commit": (git.get("commit") or DASH)[:10],
+                      "dirty": git.get("dirty"), "profile": prov.get("profile") or DASH,
+                      "device": prov.get("device_name") or prov.get("device") or DASH,
+                      "backend": prov.get("scan_backend") or rec.get("backend") or rec.get("scan_backend") or DASH,
+                      "tile": DASH if tile is None else (json.dumps(tile) if not isinstance(tile, str) else tile),
+                      "utc": prov.get("utc") or DASH})
+        for k, v in (prov.get("versions") or {}).items():
+            if v is not None:
+                versions[k].add(str(v))
+        host = prov.get("host") or {}
+        if host.get("platform"):
+            versions["platform"].add(str(host["platform"]))
+    datasets = sorted({ds for r in metrics.values() for ds in (r.get("datasets") or {})})
+    return {"files": files, "versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},
+            "profiles": sorted({f["profile"] for f in files if f["profile"] != DASH}),
+            "commits": sorted({f["commit"] for f in files if f["commit"] != DASH}),
+            "datasets": datasets, "config_profile": getattr(cfg, "profile", None),
+            "tile": {"tile": cfg.evaluate.tile, "tile_overlap": cfg.evaluate.tile_overlap,
+                     "self_ensemble": cfg.evaluate.self_ensemble, "crop_border": cfg.evaluate.crop_border},
+            "render_host": platform.platform()}
+
+
+# ----------------------------------------------------------------------------- page
+
+def gather(cfg: Any, results: Path, data: Path, checkpoints: Path = Path("models"),
+           build: str = DEFAULT_BUILD) -> dict[str, Any]:
+    """Everything the template shows, as plain dicts (no I/O beyond reading results and data)."""
+    results, data = Path(results), Path(data)
+    metrics = load_metrics(results)
+    cpath = results / "complexity.json"
+    complexity = _read_json(cpath) if cpath.is_file() else None
+    abl = cfg.runs.ablation_degradation
+    ctx = {
+        "title": "csrbench report",
+        "table1": table1_section(metrics, complexity, scale=cfg.degrade.scale),
+        "ablations": ablation_section(metrics, complexity, cfg.degrade.scale, abl.codec, abl.level),
+        "classic": classic_section(metrics),
+        "complexity": complexity_section(complexity),
+        "erf": erf_section(results),
+        "curves": curves_section(results),
+        "codecs": codec_section(data),
+        "visual": visual_section(cfg, data, checkpoints, build),
+        "bench": bench_section(results),
+        "provenance": provenance_section(results, cfg, metrics),
+        "n_metrics": len(metrics),
+        "dash": DASH,
+    }
+    profiles = set(ctx["provenance"]["profiles"]) | {p for r in metrics.values() if (p := _profile_of(r))}
+    if getattr(cfg, "profile", None) == "smoke":
+        profiles.add("smoke")
+    ctx["smoke"] = "smoke" in profiles
+    ctx["unfinished"] = sorted({r.get("model") for r in metrics.values()
+                                if any(b["cls"] == "unfinished" for b in badges_of(r))})
+    return ctx
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    """Render ``templates/index.html.j2`` (autoescaped) with ``ctx`` from :func:`gather`."""
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("index.html.j2").render(**ctx)
+
+
+def run(cfg: Any, results: Path, data: Path, out: Path, *, checkpoints: Path = Path("models"),
+        build: str = DEFAULT_BUILD) -> Path:
+    """Render the report page.
+
+    Args:
+        cfg: loaded config (profile, runs, report.*, evaluate.* for the provenance block).
+        results: the results folder.
+        data: the data folder (codec manifests, visual crops).
+        out: the HTML file, normally ``results/report/index.html``.
+        checkpoints: folder of ``<model>/x<s>_<tag>/final.pt`` for the visual crops.
+        build: ``module:function`` building a model by name (tests pass stand-ins).
+
+    Returns:
+        ``out``.
+    """
+    ctx = gather(cfg, results, data, checkpoints, build)
+    return write_text(out, render_html(ctx))

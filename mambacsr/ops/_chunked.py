@@ -93,17 +93,19 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
         dt, dtu = F.pad(dt, (0, pad)), F.pad(dtu, (0, pad))  # dt = 0: decay 1, input 0 -> state unchanged
         B, C = F.pad(B, (0, pad)), F.pad(C, (0, pad))
 
-    # (batch, dim, n_chunks, chunk) and (batch, G, n_chunks, chunk, N)
+    # per-step slices via unbind (not indexing: indexing a tensor once per step makes its backward
+    # zero-fill a full-size gradient per step). dt_t: (b, dim, nc, 1); dtu_t: (b, G, H, nc, 1);
+    # B_t, C_t: (b, G, 1, nc, N)
     dt_c = dt.view(batch, dim, n_chunks, chunk)
-    dtu_c = dtu.view(batch, gb, dim // gb, n_chunks, chunk)
-    B_c = B.view(batch, gb, N, n_chunks, chunk).permute(0, 1, 3, 4, 2).unsqueeze(2)  # (b, G, 1, nc, T, N)
-    C_c = C.view(batch, gc, N, n_chunks, chunk).permute(0, 1, 3, 4, 2).unsqueeze(2)
+    dt_t = dt_c.unsqueeze(-1).unbind(3)
+    dtu_t = dtu.view(batch, gb, dim // gb, n_chunks, chunk, 1).unbind(4)
+    B_t = B.view(batch, gb, 1, N, n_chunks, chunk).permute(0, 1, 2, 4, 5, 3).unbind(4)
+    C_t = C.view(batch, gc, 1, N, n_chunks, chunk).permute(0, 1, 2, 4, 5, 3).unbind(4)
     A_c = A.view(1, dim, 1, N)
 
     def step(h: Tensor, t: int) -> Tensor:  # one recurrence step for every chunk: h (b, dim, nc, N)
-        decay = torch.exp(dt_c[:, :, :, t, None] * A_c)
-        inp = (dtu_c[:, :, :, :, t, None] * B_c[:, :, :, :, t]).reshape(batch, dim, n_chunks, N)
-        return decay * h + inp
+        inp = (dtu_t[t] * B_t[t]).view(batch, dim, n_chunks, N)
+        return torch.exp(dt_t[t] * A_c) * h + inp
 
     # pass 1: end state of every chunk from a zero start state
     h = u.new_zeros(batch, dim, n_chunks, N)
@@ -125,7 +127,7 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
     for t in range(chunk):
         h = step(h, t)
         hg = h.view(batch, gc, dim // gc, n_chunks, N)
-        ys.append((hg * C_c[:, :, :, :, t]).sum(-1).reshape(batch, dim, n_chunks))
+        ys.append((hg * C_t[t]).sum(-1).view(batch, dim, n_chunks))
     y = torch.stack(ys, dim=-1).reshape(batch, dim, n_chunks * chunk)[:, :, :L]
     last_state = h[:, :, -1]
     out = y if D is None else y + u * D.to(cdt)[:, None]

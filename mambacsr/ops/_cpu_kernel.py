@@ -130,148 +130,125 @@ def _sum4(p, m, zero):
 
 
 @_jit(parallel=False)
-def _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits):
-    """dtbuf[k] = softplus(delta + bias) and abuf[k*N + n] = exp(dt_k A[d, n]) for t = t0 + k in [t0, t1)."""
+def _chunk_decays(dt, A, b, d, t0, t1, fast, abuf, kbits):
+    """abuf[k*N + n] = exp(dt[b, d, t0 + k] * A[d, n]) for t0 + k in [t0, t1)."""
     N = A.shape[1]
     for t in range(t0, t1):
-        x = delta[b, d, t]
-        if has_bias:
-            x = x + bias[d]
-        dt = x
-        if softplus and x <= 20.0:
-            dt = math.log1p(math.exp(x))
+        dtt = dt[b, d, t]
         k = t - t0
-        dtbuf[k] = dt
         for n in range(N):
-            abuf[k * N + n] = dt * A[d, n]
+            abuf[k * N + n] = dtt * A[d, n]
     _exp_inplace(abuf, (t1 - t0) * N, fast, kbits)
 
 
-@_jit
-def _fwd_kernel(u, delta, A, Bm, Cm, Dv, z, bias, has_D, has_z, has_bias, softplus, fast, zero,
-                chunk, out, ckpt, last):
-    batch, dim, L = u.shape
+@_jit(parallel=False)
+def _fwd_channel(b, d, u, dt, A, Bm, Cm, Dv, has_D, fast, zero, chunk, y, ckpt, last):
+    """Forward recurrence of channel (b, d); writes y[b, d], ckpt[b, d], last[b, d]."""
+    L = u.shape[2]
     N = A.shape[1]
-    H = dim // Bm.shape[1]  # channels per group
-    for i in prange(batch * dim):
-        b = i // dim
-        d = i % dim
-        g = d // H
-        h = np.zeros(N, dtype=out.dtype)
-        prod = np.empty(N, dtype=out.dtype)
-        dtbuf = np.empty(chunk, dtype=out.dtype)
-        abuf = np.empty(chunk * N, dtype=out.dtype)
-        kbits = np.empty(chunk * N, dtype=np.int32)
-        for c in range(ckpt.shape[2]):
-            t0 = c * chunk
-            t1 = min(L, t0 + chunk)
-            for n in range(N):
-                ckpt[b, d, c, n] = h[n]
-            _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits)
-            for t in range(t0, t1):
-                k = t - t0
-                ut = u[b, d, t]
-                dtu = dtbuf[k] * ut
-                for n in range(N):
-                    h[n] = abuf[k * N + n] * h[n] + dtu * Bm[b, g, t, n]
-                    prod[n] = h[n] * Cm[b, g, t, n]
-                y = _sum4(prod, N, zero)
-                if has_D:
-                    y += Dv[d] * ut
-                if has_z:
-                    zt = z[b, d, t]
-                    y = y * (zt / (1.0 + math.exp(-zt)))
-                out[b, d, t] = y
+    g = d // (u.shape[1] // Bm.shape[1])  # group of channel d
+    h = np.zeros(N, dtype=y.dtype)
+    prod = np.empty(N, dtype=y.dtype)
+    abuf = np.empty(chunk * N, dtype=y.dtype)
+    kbits = np.empty(chunk * N, dtype=np.int32)
+    for c in range(ckpt.shape[2]):
+        t0 = c * chunk
+        t1 = min(L, t0 + chunk)
         for n in range(N):
-            last[b, d, n] = h[n]
+            ckpt[b, d, c, n] = h[n]
+        _chunk_decays(dt, A, b, d, t0, t1, fast, abuf, kbits)
+        for t in range(t0, t1):
+            k = t - t0
+            ut = u[b, d, t]
+            dtu = dt[b, d, t] * ut
+            for n in range(N):
+                h[n] = abuf[k * N + n] * h[n] + dtu * Bm[b, g, t, n]
+                prod[n] = h[n] * Cm[b, g, t, n]
+            yt = _sum4(prod, N, zero)
+            if has_D:
+                yt += Dv[d] * ut
+            y[b, d, t] = yt
+    for n in range(N):
+        last[b, d, n] = h[n]
 
 
 @_jit
-def _bwd_kernel(u, delta, A, Bm, Cm, Dv, z, bias, has_D, has_z, has_bias, softplus, fast, zero, chunk, ckpt,
-                dout, dlast, has_dlast, n_slices, du, ddelta, dz, dA_part, dD_part, dbias_part, dB_acc, dC_acc):
-    batch, dim, L = u.shape
+def _fwd_kernel(u, dt, A, Bm, Cm, Dv, has_D, fast, zero, chunk, y, ckpt, last):
+    batch, dim = u.shape[0], u.shape[1]
+    for i in prange(batch * dim):
+        _fwd_channel(i // dim, i % dim, u, dt, A, Bm, Cm, Dv, has_D, fast, zero, chunk, y, ckpt, last)
+
+
+@_jit(parallel=False)
+def _bwd_unit(b, g, s, n_slices, u, dt, A, Bm, Cm, Dv, has_D, fast, zero, chunk, ckpt, dy, dlast, has_dlast,
+              du, ddt, dA_part, dD_part, dB_acc, dC_acc):
+    """Adjoint recurrence of slice s of group g's channels in batch b; owns dB_acc[b, g, s], dC_acc[b, g, s]."""
+    L = u.shape[2]
     N = A.shape[1]
-    G = Bm.shape[1]
-    H = dim // G
+    H = u.shape[1] // Bm.shape[1]
     per_slice = (H + n_slices - 1) // n_slices
     n_chunks = ckpt.shape[2]
-    for unit in prange(batch * G * n_slices):
-        b = unit // (G * n_slices)
-        g = (unit // n_slices) % G
-        s = unit % n_slices
-        hbuf = np.empty((chunk + 1) * N, dtype=du.dtype)
-        abuf = np.empty(chunk * N, dtype=du.dtype)
-        dtbuf = np.empty(chunk, dtype=du.dtype)
-        kbits = np.empty(chunk * N, dtype=np.int32)
-        adj = np.empty(N, dtype=du.dtype)
-        p_dt = np.empty(N, dtype=du.dtype)
-        p_u = np.empty(N, dtype=du.dtype)
-        dA_acc = np.empty(N, dtype=np.float64)
-        for d in range(g * H + s * per_slice, min(g * H + (s + 1) * per_slice, (g + 1) * H)):
+    hbuf = np.empty((chunk + 1) * N, dtype=du.dtype)
+    abuf = np.empty(chunk * N, dtype=du.dtype)
+    kbits = np.empty(chunk * N, dtype=np.int32)
+    adj = np.empty(N, dtype=du.dtype)
+    p_dt = np.empty(N, dtype=du.dtype)
+    p_u = np.empty(N, dtype=du.dtype)
+    dA_acc = np.empty(N, dtype=np.float64)
+    for d in range(g * H + s * per_slice, min(g * H + (s + 1) * per_slice, (g + 1) * H)):
+        for n in range(N):
+            adj[n] = dlast[b, d, n] if has_dlast else zero
+            dA_acc[n] = 0.0
+        dD_acc = 0.0
+        for c in range(n_chunks - 1, -1, -1):
+            t0 = c * chunk
+            t1 = min(L, t0 + chunk)
+            # recompute this chunk's decays and states from the saved checkpoint
+            _chunk_decays(dt, A, b, d, t0, t1, fast, abuf, kbits)
             for n in range(N):
-                adj[n] = dlast[b, d, n] if has_dlast else zero
-                dA_acc[n] = 0.0
-            dD_acc = 0.0
-            dbias_acc = 0.0
-            for c in range(n_chunks - 1, -1, -1):
-                t0 = c * chunk
-                t1 = min(L, t0 + chunk)
-                # recompute this chunk's decays and states from the saved checkpoint
-                _chunk_decays(delta, bias, A, b, d, t0, t1, has_bias, softplus, fast, dtbuf, abuf, kbits)
+                hbuf[n] = ckpt[b, d, c, n]
+            for t in range(t0, t1):
+                k = t - t0
+                dtu = dt[b, d, t] * u[b, d, t]
                 for n in range(N):
-                    hbuf[n] = ckpt[b, d, c, n]
-                for t in range(t0, t1):
-                    k = t - t0
-                    dtu = dtbuf[k] * u[b, d, t]
-                    for n in range(N):
-                        hbuf[(k + 1) * N + n] = abuf[k * N + n] * hbuf[k * N + n] + dtu * Bm[b, g, t, n]
-                # reverse-time adjoint over the chunk
-                for t in range(t1 - 1, t0 - 1, -1):
-                    k = t - t0
-                    dt = dtbuf[k]
-                    ut = u[b, d, t]
-                    dy = dout[b, d, t]
-                    if has_z:
-                        for n in range(N):
-                            p_u[n] = hbuf[(k + 1) * N + n] * Cm[b, g, t, n]
-                        y = _sum4(p_u, N, zero)
-                        if has_D:
-                            y += Dv[d] * ut
-                        zt = z[b, d, t]
-                        sig = 1.0 / (1.0 + math.exp(-zt))
-                        dz[b, d, t] = dy * y * sig * (1.0 + zt * (1.0 - sig))
-                        dy = dy * (zt * sig)
-                    dtu = dt * ut
-                    for n in range(N):
-                        gn = adj[n] + dy * Cm[b, g, t, n]
-                        dC_acc[b, g, s, t, n] += dy * hbuf[(k + 1) * N + n]
-                        a = abuf[k * N + n]
-                        ha = hbuf[k * N + n] * a
-                        bn = Bm[b, g, t, n]
-                        gha = gn * ha
-                        dA_acc[n] += gha * dt
-                        p_dt[n] = A[d, n] * gha + gn * bn * ut
-                        p_u[n] = gn * bn
-                        dB_acc[b, g, s, t, n] += gn * dtu
-                        adj[n] = gn * a
-                    ddt = _sum4(p_dt, N, zero)
-                    du_t = _sum4(p_u, N, zero) * dt
-                    if has_D:
-                        du_t += dy * Dv[d]
-                        dD_acc += dy * ut
-                    if softplus:
-                        x = delta[b, d, t]
-                        if has_bias:
-                            x = x + bias[d]
-                        if x <= 20.0:
-                            ddt = ddt / (1.0 + math.exp(-x))
-                    ddelta[b, d, t] = ddt
-                    dbias_acc += ddt
-                    du[b, d, t] = du_t
-            for n in range(N):
-                dA_part[b, d, n] = dA_acc[n]
-            dD_part[b, d] = dD_acc
-            dbias_part[b, d] = dbias_acc
+                    hbuf[(k + 1) * N + n] = abuf[k * N + n] * hbuf[k * N + n] + dtu * Bm[b, g, t, n]
+            # reverse-time adjoint over the chunk
+            for t in range(t1 - 1, t0 - 1, -1):
+                k = t - t0
+                dtt = dt[b, d, t]
+                ut = u[b, d, t]
+                dyt = dy[b, d, t]
+                dtu = dtt * ut
+                for n in range(N):
+                    gn = adj[n] + dyt * Cm[b, g, t, n]
+                    dC_acc[b, g, s, t, n] += dyt * hbuf[(k + 1) * N + n]
+                    a = abuf[k * N + n]
+                    gha = gn * (hbuf[k * N + n] * a)
+                    bn = Bm[b, g, t, n]
+                    dA_acc[n] += gha * dtt
+                    p_dt[n] = A[d, n] * gha + gn * bn * ut
+                    p_u[n] = gn * bn
+                    dB_acc[b, g, s, t, n] += gn * dtu
+                    adj[n] = gn * a
+                ddt[b, d, t] = _sum4(p_dt, N, zero)
+                du_t = _sum4(p_u, N, zero) * dtt
+                if has_D:
+                    du_t += dyt * Dv[d]
+                    dD_acc += dyt * ut
+                du[b, d, t] = du_t
+        for n in range(N):
+            dA_part[b, d, n] = dA_acc[n]
+        dD_part[b, d] = dD_acc
+
+
+@_jit
+def _bwd_kernel(u, dt, A, Bm, Cm, Dv, has_D, fast, zero, chunk, ckpt, dy, dlast, has_dlast, n_slices,
+                du, ddt, dA_part, dD_part, dB_acc, dC_acc):
+    G = Bm.shape[1]
+    for unit in prange(u.shape[0] * G * n_slices):
+        _bwd_unit(unit // (G * n_slices), (unit // n_slices) % G, unit % n_slices, n_slices, u, dt, A, Bm, Cm,
+                  Dv, has_D, fast, zero, chunk, ckpt, dy, dlast, has_dlast, du, ddt, dA_part, dD_part,
+                  dB_acc, dC_acc)
 
 
 def num_threads() -> int:
@@ -285,33 +262,39 @@ def _n_slices(batch: int, groups: int, per_group: int) -> int:
     return max(1, min(per_group, want))
 
 
-def scan_fwd(u: np.ndarray, delta: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray,
-             z: np.ndarray, delta_bias: np.ndarray, has_D: bool, has_z: bool, has_bias: bool,
-             softplus: bool, chunk: int = CHECKPOINT_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Forward scan on numpy arrays (layouts in the module docstring; absent D/z/bias: size-0 arrays).
+def scan_fwd(u: np.ndarray, dt: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray | None,
+             chunk: int = CHECKPOINT_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward scan y = C.h + D u on numpy arrays (layouts in the module docstring).
+
+    Args:
+        u: (batch, dim, L). dt: (batch, dim, L) final step sizes (bias and softplus already applied).
+        A: (dim, N). B, C: (batch, G, L, N). D: (dim,) or None. chunk: checkpoint spacing.
 
     Returns:
-        out (batch, dim, L), checkpoints (batch, dim, ceil(L/chunk), N), last state (batch, dim, N).
+        y (batch, dim, L), checkpoints (batch, dim, ceil(L/chunk), N) = state before each chunk,
+        last state (batch, dim, N).
     """
     batch, dim, L = u.shape
     N = A.shape[1]
-    out = np.empty_like(u)
+    y = np.empty_like(u)
     ckpt = np.empty((batch, dim, max(1, -(-L // chunk)), N), dtype=u.dtype)
     last = np.empty((batch, dim, N), dtype=u.dtype)
-    _fwd_kernel(u, delta, A, B, C, D, z, delta_bias, has_D, has_z, has_bias, softplus, u.dtype == np.float32,
-                u.dtype.type(0), chunk, out, ckpt, last)
-    return out, ckpt, last
+    Dv = np.empty(0, dtype=u.dtype) if D is None else D
+    _fwd_kernel(u, dt, A, B, C, Dv, D is not None, u.dtype == np.float32, u.dtype.type(0), chunk, y, ckpt, last)
+    return y, ckpt, last
 
 
-def scan_bwd(u: np.ndarray, delta: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray,
-             z: np.ndarray, delta_bias: np.ndarray, has_D: bool, has_z: bool, has_bias: bool, softplus: bool,
-             ckpt: np.ndarray, dout: np.ndarray, dlast: np.ndarray | None,
+def scan_bwd(u: np.ndarray, dt: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray | None,
+             ckpt: np.ndarray, dy: np.ndarray, dlast: np.ndarray | None,
              chunk: int = CHECKPOINT_CHUNK) -> dict[str, np.ndarray]:
-    """Backward scan: gradients of every input given dLoss/dout (and optionally dLoss/dlast_state).
+    """Backward scan: gradients of every input given dLoss/dy (and optionally dLoss/dlast_state).
+
+    Args:
+        u, dt, A, B, C, D, chunk: as given to `scan_fwd`; ckpt: its checkpoints.
+        dy: (batch, dim, L) gradient w.r.t. y. dlast: (batch, dim, N) gradient w.r.t. the last state, or None.
 
     Returns:
-        dict with du, ddelta, dz (batch, dim, L); dA (dim, N); dB, dC (batch, G, L, N);
-        dD, ddelta_bias (dim,). ddelta is the gradient w.r.t. the raw `delta` argument.
+        dict with du, ddt (batch, dim, L); dA (dim, N); dB, dC (batch, G, L, N); dD (dim,) (zeros if D is None).
     """
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -320,22 +303,18 @@ def scan_bwd(u: np.ndarray, delta: np.ndarray, A: np.ndarray, B: np.ndarray, C: 
         raise ValueError(f"numba scan needs B and C with the same group count, got {G} and {C.shape[1]}")
     n_slices = _n_slices(batch, G, dim // G)
     du = np.empty_like(u)
-    ddelta = np.empty_like(u)
-    dz = np.empty_like(u) if has_z else np.empty((0, 0, 0), dtype=u.dtype)
+    ddt = np.empty_like(u)
     dA_part = np.empty((batch, dim, N), dtype=np.float64)
     dD_part = np.empty((batch, dim), dtype=np.float64)
-    dbias_part = np.empty((batch, dim), dtype=np.float64)
     dB_acc = np.zeros((batch, G, n_slices, L, N), dtype=u.dtype)
     dC_acc = np.zeros((batch, G, n_slices, L, N), dtype=u.dtype)
+    Dv = np.empty(0, dtype=u.dtype) if D is None else D
     has_dlast = dlast is not None
     if dlast is None:
         dlast = np.empty((0, 0, 0), dtype=u.dtype)
-    _bwd_kernel(u, delta, A, B, C, D, z, delta_bias, has_D, has_z, has_bias, softplus, u.dtype == np.float32,
-                u.dtype.type(0), chunk, ckpt,
-                dout, dlast, has_dlast, n_slices, du, ddelta, dz, dA_part, dD_part, dbias_part, dB_acc, dC_acc)
+    _bwd_kernel(u, dt, A, B, C, Dv, D is not None, u.dtype == np.float32, u.dtype.type(0), chunk, ckpt,
+                dy, dlast, has_dlast, n_slices, du, ddt, dA_part, dD_part, dB_acc, dC_acc)
     return {
-        "du": du, "ddelta": ddelta, "dz": dz,
-        "dA": dA_part.sum(0).astype(u.dtype), "dD": dD_part.sum(0).astype(u.dtype),
-        "ddelta_bias": dbias_part.sum(0).astype(u.dtype),
-        "dB": dB_acc.sum(2), "dC": dC_acc.sum(2),
+        "du": du, "ddt": ddt, "dA": dA_part.sum(0).astype(u.dtype), "dD": dD_part.sum(0).astype(u.dtype),
+        "dB": dB_acc.sum(2) if n_slices > 1 else dB_acc[:, :, 0], "dC": dC_acc.sum(2) if n_slices > 1 else dC_acc[:, :, 0],
     }

@@ -1,0 +1,107 @@
+"""csrbench evaluate: metrics JSON schema, hand-computable scores, tiling / self-ensemble, clear errors."""
+import dataclasses
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import _trainkit as K
+from harness import evaluate, train
+from harness.checkpoint import CheckpointError, file_sha256
+from harness.provenance import read_json
+
+Y_GAIN = (65.481 + 128.553 + 24.966) / 255
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    """A 'nearest' net trained on data where HR == nearest_up(LR): its weights stay exactly zero."""
+    monkeypatch.setitem(sys.modules, "harness.models", K.fake_models_module())
+    K.make_data(tmp_path / "data", offsets=(0, 6))
+    cfg = K.make_cfg(iterations=4, ckpt_every=4, val_every=4)
+    final = train.run(cfg, resume=True, **K.train_kwargs(tmp_path, model="nearest"))
+    return tmp_path, cfg, final
+
+
+def _evaluate(root, cfg, out="m.json", model="nearest", **ev):
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, **ev))
+    return read_json(evaluate.run(cfg, model=model, degradation=K.DEG, scale=K.SCALE, checkpoint=root / "run",
+                                  out=root / out, datasets=None, data=root / "data", device=torch.device("cpu")))
+
+
+def test_metrics_json_schema_and_known_answers(trained):
+    root, cfg, final = trained
+    res = _evaluate(root, cfg)
+    for key in ("provenance", "model", "scale", "codec", "level", "profile", "iterations", "tile", "datasets",
+                "backend", "checkpoint", "ema", "self_ensemble"):
+        assert key in res, key
+    assert (res["model"], res["scale"], res["codec"], res["level"]) == ("nearest", 2, "jpeg", 10)
+    assert res["iterations"] == 4 and res["ema"] is True and res["profile"] == "smoke"
+    assert res["tile"]["size"] == 0 and res["tile"]["overlap"] == 8
+    assert res["checkpoint"] == {"path": str(final), "sha256": file_sha256(final)}
+    ds = res["datasets"][K.TEST_SET]
+    img0, img1 = ds["images"]["img00"], ds["images"]["img01"]
+    # img00: SR == HR exactly -> PSNR inf (stored as null), SSIM 1
+    assert img0["psnr_y"] is None and img0["ssim_y"] == pytest.approx(1.0, abs=1e-12)
+    # img01: HR = SR + 6 on every channel -> Y differs by 6 * 219/255 everywhere
+    assert img1["psnr_y"] == pytest.approx(20 * math.log10(255 / (6 * Y_GAIN)), abs=1e-9)
+    assert 0.9 < img1["ssim_y"] < 1.0
+    assert ds["psnr_y"] is None      # the mean with an inf is inf -> null
+    assert ds["ssim_y"] == pytest.approx((img0["ssim_y"] + img1["ssim_y"]) / 2)
+    assert all(v["seconds"] > 0 for v in ds["images"].values())
+
+
+def test_tiled_and_self_ensemble_give_the_same_scores_for_a_pointwise_net(trained):
+    root, cfg, _ = trained
+    base = _evaluate(root, cfg)["datasets"][K.TEST_SET]["images"]
+    res = _evaluate(root, cfg, out="t.json", tile=8, tile_overlap=4, self_ensemble=True)
+    assert res["tile"] == {"size": 8, "overlap": 4, "blend": "centre"} and res["self_ensemble"] is True
+    got = res["datasets"][K.TEST_SET]["images"]
+    for name in base:
+        assert got[name]["psnr_y"] == base[name]["psnr_y"]
+        assert got[name]["ssim_y"] == pytest.approx(base[name]["ssim_y"], abs=1e-12)
+
+
+def test_wrong_model_or_scale_is_refused(trained):
+    root, cfg, final = trained
+    with pytest.raises(CheckpointError, match="holds model 'nearest', not 'tiny'"):
+        _evaluate(root, cfg, model="tiny")
+    with pytest.raises(CheckpointError, match="x2"):
+        evaluate.run(cfg, model="nearest", degradation=K.DEG, scale=4, checkpoint=final, out=root / "x.json",
+                     datasets=None, data=root / "data", device=torch.device("cpu"))
+
+
+def test_changed_model_config_is_refused(trained, monkeypatch):
+    root, cfg, final = trained
+    mod = K.fake_models_module()
+    real = mod.config_of
+    mod.config_of = lambda name, **o: dataclasses.replace(real(name, **o), width=16)
+    monkeypatch.setitem(sys.modules, "harness.models", mod)
+    with pytest.raises(CheckpointError, match="width: trained 8, now 16"):
+        evaluate.load_final(final)
+
+
+def test_missing_test_set_names_the_folder(trained):
+    root, cfg, _ = trained
+    with pytest.raises(FileNotFoundError, match="nosuchset"):
+        evaluate.run(cfg, model="nearest", degradation=K.DEG, scale=K.SCALE, checkpoint=root / "run",
+                     out=root / "x.json", datasets=["nosuchset"], data=root / "data", device=torch.device("cpu"))
+
+
+def test_tensor_to_image_clamps_and_rounds_like_basicsr():
+    vals = torch.tensor([-0.2, 1.3, 10.4 / 255, 10.6 / 255, 0.5]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    img = evaluate.tensor_to_image(vals)
+    assert img.dtype == np.uint8 and img.shape == (1, 5, 3)
+    assert img[0, :, 0].tolist() == [0, 255, 10, 11, 128]
+    lr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert np.array_equal(evaluate.tensor_to_image(evaluate.image_to_tensor(lr)), lr)
+
+
+def test_self_ensemble_undoes_each_transform():
+    x = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    up = lambda t: torch.nn.functional.interpolate(t, scale_factor=2, mode="nearest")
+    torch.testing.assert_close(evaluate.self_ensemble_forward(up, x), up(x), rtol=0, atol=1e-6)
+    ramp = lambda t: up(t) * torch.linspace(0, 1, 2 * t.shape[-1])   # not flip-equivariant
+    assert (evaluate.self_ensemble_forward(ramp, x) - ramp(x)).abs().max() > 0.05

@@ -1,0 +1,162 @@
+"""harness.report.render from fixture results written in tmp_path (no trained models needed)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness import complexity as cx
+from harness import erf
+from harness.config import load
+from harness.provenance import write_csv, write_json
+from harness.report import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinySR(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        self.up = nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return self.up(self.conv(x)).clamp(0, 1)
+
+
+def build_standin(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return TinySR()
+
+
+def smoke_cfg():
+    cfg = load(ROOT / "harness" / "profiles" / "smoke.yaml")
+    return dataclasses.replace(cfg, erf=dataclasses.replace(cfg.erf, crop=16, num_images=1,
+                                                            models=("mambacsr_smoke",)),
+                               report=dataclasses.replace(cfg.report, visual_images=1, crop=32))
+
+
+def _metrics(results: Path, model: str, scale: int, codec: str, level: int, scores: dict, iterations=200,
+             profile="smoke") -> None:
+    write_json(results / "metrics" / model / f"x{scale}_{codec}_{level}.json", {
+        "model": model, "scale": scale, "codec": codec, "level": level, "profile": profile,
+        "iterations": iterations, "tile": {"size": 0, "overlap": 16},
+        "datasets": {ds: {"psnr_y": p, "ssim_y": s, "images": {}} for ds, (p, s) in scores.items()}})
+
+
+@pytest.fixture()
+def fixture_tree(tmp_path):
+    cfg = smoke_cfg()
+    results, data, models = tmp_path / "results", tmp_path / "data", tmp_path / "models"
+    _metrics(results, "mambacsr_smoke", 4, "jpeg", 10, {"set5": (24.5, 0.70), "skimage_test": (21.0, 0.55)},
+             iterations=100)
+    _metrics(results, "swinir_smoke", 4, "jpeg", 10, {"set5": (25.5, 0.73)})
+    _metrics(results, "mambacsr_wo_cross_smoke", 4, "jpeg", 10, {"urban100": (22.0, 0.60)})
+    _metrics(results, "mambair_x2_smoke", 2, "none", 0, {"set5": (38.0, 0.96)})
+    rec = cx.count_model(TinySR(), 16)
+    rec.update(cx.compare_table1("mambacsr", rec))
+    rec["latency"] = {"mambacsr_smoke": {"model": "mambacsr_smoke", "device": "cpu", "median_s": 0.01,
+                                         "peak_memory_bytes": 3 * 2**20, "memory_method": "VmHWM - VmRSS"}}
+    write_json(results / "complexity.json", {"input": [1, 3, 16, 16], "unit_note": "MACs", "scan_backend": "numba",
+                                             "torch_threads": 1, "scan_mac_rule": "4BDLN", "counted_paper_size": True,
+                                             "models": {"mambacsr": rec}}, cfg=cfg)
+    write_csv(results / "curves" / "mambacsr_smoke" / "x4_jpeg_10.csv", ["iteration", "loss", "lr", "val_psnr_y"],
+              [[20, 0.2, 2e-4, ""], [40, 0.1, 2e-4, ""], [100, 0.08, 1e-4, 20.5]])
+    write_json(results / "bench" / "scan.json", {"forward": {"speedup": 31.5, "fast_s": 0.1}}, cfg=cfg)
+    # data: one LR/HR pair and a manifest; ERF reads the same folder
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (64, 72, 3), dtype=np.uint8)
+    lr_dir = data / "lr" / cfg.data.test[0] / "x4" / "jpeg_10"
+    (data / "hr" / cfg.data.test[0]).mkdir(parents=True)
+    lr_dir.mkdir(parents=True)
+    cv2.imwrite(str(data / "hr" / cfg.data.test[0] / "astro.png"), hr)
+    cv2.imwrite(str(lr_dir / "astro.png"), cv2.resize(hr, (18, 16), interpolation=cv2.INTER_AREA))
+    write_json(lr_dir / "manifest.json", {"images": {"astro": {"bpp": 0.5, "psnr_y": 30.0, "psnr_rgb": 29.0}}})
+    ck = models / "mambacsr_smoke" / "x4_jpeg_10"
+    ck.mkdir(parents=True)
+    torch.save({"state_dict": build_standin("x").state_dict(), "iterations": 100}, ck / "final.pt")
+    erf.run(cfg, None, models, data, results / "erf", "cpu", build="test_report:build_standin")
+    return cfg, results, data, models
+
+
+def _render(fixture_tree):
+    cfg, results, data, models = fixture_tree
+    out = render.run(cfg, results, data, results / "report" / "index.html", checkpoints=models,
+                     build="test_report:build_standin")
+    return out.read_text()
+
+
+def test_every_table_present_with_smoke_banner(fixture_tree):
+    page = _render(fixture_tree)
+    assert "SMOKE PROFILE — not paper figures" in page
+    assert page.count('<table class="table1"') == 6                 # JPEG 10/20/30, HEVC 32/37/42
+    for cls in ("ablation", "classic", "complexity", "erf", "codecs", "bench", "versions", "provenance"):
+        assert f'<table class="{cls}"' in page, cls
+    assert page.count('<table class="ablation"') == 3
+    assert "appear swapped" in page or "appears to print" in page
+    # self-contained: images are data URIs, nothing fetched
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert page.count('src="data:image/png;base64,') >= 4            # ERF, curves, LR, SR, HR
+
+
+def test_cells_compare_paper_and_ours(fixture_tree):
+    page = _render(fixture_tree)
+    jpeg10 = page[page.index('data-codec="jpeg" data-level="10"'):page.index('data-codec="jpeg" data-level="20"')]
+    # MambaCSR set5 PSNR: paper 25.20, ours 24.50 -> -0.70, red
+    assert ('<td class="cmp neg"><span class="p" title="paper">25.20</span><span class="o" title="ours">24.50</span>'
+            '<span class="d" title="ours - paper">-0.70</span></td>') in jpeg10
+    # SwinIR set5 PSNR: 25.10 vs 25.50 -> +0.40 green
+    assert '<span class="p" title="paper">25.10</span><span class="o" title="ours">25.50</span>' in jpeg10
+    assert 'title="ours - paper">+0.40' in jpeg10
+    # HAT has no results of ours: dashes, no colour
+    hat = jpeg10[jpeg10.index("<th>HAT"):jpeg10.index("<th>MambaIR")]
+    assert '<span class="o" title="ours">—</span>' in hat and "cmp pos" not in hat and "cmp neg" not in hat
+    # a smoke dataset without a paper column gets its own column with the paper side empty
+    assert "<th colspan=\"2\">skimage_test</th>" in jpeg10
+    assert '<span class="p" title="paper">—</span><span class="o" title="ours">21.00</span>' in jpeg10
+    # badges: smoke everywhere, unfinished for a run short of the profile's iterations
+    assert 'class="badge smoke"' in jpeg10 and "unfinished 100/200 it" in jpeg10
+    assert "mambacsr_wo_cross_smoke" in page and "mambair_x2_smoke" in page
+
+
+def test_complexity_erf_codecs_visual_rendered(fixture_tree):
+    page = _render(fixture_tree)
+    comp = page[page.index('<table class="complexity"'):page.index('</table>', page.index('<table class="complexity"'))]
+    assert "MambaCSR" in comp and "19.69" in comp and "76.03" in comp
+    assert "selective scan" in comp or "thop" in comp                   # reasons of the >1 % deltas
+    assert "mambacsr_smoke (cpu): 10.0 ms, 3.0 MiB" in comp
+    assert "0.500" in page and "30.00" in page                         # codec manifest row
+    vis = page[page.index('id="visual"'):page.index('id="bench"')]
+    assert "PSNR-Y" in vis and "HR" in vis
+    assert "no " in vis and "final.pt" in vis                           # other models: no checkpoint -> dash + why
+    erf_part = page[page.index('id="erf"'):page.index('id="curves"')]
+    assert "random init" not in erf_part and "(100 it)" in erf_part   # trained checkpoint, labelled so
+
+
+def test_empty_results_render_dashes_and_stage_notes(tmp_path):
+    cfg = smoke_cfg()
+    out = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "r" / "index.html",
+                     checkpoints=tmp_path / "models", build="test_report:build_standin")
+    page = out.read_text()
+    assert "SMOKE PROFILE" in page
+    for stage in ("csrbench complexity", "csrbench erf", "csrbench train", "csrbench degrade", "csrbench bench"):
+        assert stage in page, stage
+    assert page.count('<table class="table1"') == 6
+    assert '<span class="o" title="ours">21' not in page
+    assert page.count('title="ours">—</span>') > 100
+
+
+def test_paper_profile_results_have_no_smoke_banner(tmp_path):
+    cfg = dataclasses.replace(smoke_cfg(), profile="paper")
+    _metrics(tmp_path / "results", "mambacsr", 4, "jpeg", 10, {"set5": (25.21, 0.7212)}, iterations=300000,
+             profile="paper")
+    page = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "index.html",
+                      checkpoints=tmp_path / "models", build="test_report:build_standin").read_text()
+    assert "SMOKE PROFILE" not in page and "unfinished" not in page.split("<main>")[1].split("</nav>")[0]
+    assert '<span class="o" title="ours">25.21</span><span class="d" title="ours - paper">+0.01</span>' in page
