@@ -67,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import io
 import json
 import logging
 import math
@@ -87,7 +88,7 @@ from harness.provenance import write_json
 
 __all__ = [
     "run", "count_model", "true_params", "scan_macs", "scan_macs_9bldn", "scan_flop_handle",
-    "sdpa_flop_handle", "thop_count", "measure_in_subprocess", "UNSUPPORTED_OP_REASONS", "family_of",
+    "sdpa_flop_handle", "thop_count", "ThopHooks", "measure_in_subprocess", "UNSUPPORTED_OP_REASONS", "family_of",
 ]
 
 log = logging.getLogger("csrbench.complexity")
@@ -288,53 +289,128 @@ def _fast_scan() -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- thop
 
-def thop_count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """thop's (params, MACs) of ``model`` at input ``x``, profiled on a deep copy (thop adds buffers).
-
-    thop counts only modules of the types it has hooks for (Conv, Linear, norms, ...) that are
-    called in the forward: raw ``nn.Parameter`` s, weights applied through ``F.linear`` and
-    functional matmuls / attention are invisible to it.
-    """
+def _thop():
+    """thop's ``profile`` module (``thop.profile`` is also the function, so import by name)."""
     import warnings
     with warnings.catch_warnings():  # thop 0.1.1 imports distutils' LooseVersion
         warnings.simplefilter("ignore", DeprecationWarning)
-        import thop
+        importlib.import_module("thop")
+        return importlib.import_module("thop.profile")
+
+
+def thop_count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """``thop.profile``'s (MACs, params) of ``model`` at input ``x``, on a deep copy (thop adds buffers).
+
+    thop counts only modules of the types it has hooks for (Conv, Linear, norms, ...) that are
+    called in the forward: raw ``nn.Parameter`` s, weights applied through ``F.linear`` and
+    functional matmuls / attention are invisible to it. :func:`count_model` gets the same figures
+    from :class:`ThopHooks` during its one traced forward instead.
+    """
+    tp = _thop()
     fresh = copy.deepcopy(model)
-    with torch.no_grad(), contextlib.redirect_stdout(open(os.devnull, "w")):
-        macs, params = thop.profile(fresh, inputs=(x,), verbose=False)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        macs, params = tp.profile(fresh, inputs=(x,), verbose=False)
     return int(round(macs)), int(round(params))
 
 
-def _thop_skipped_params(model: nn.Module) -> dict[str, int]:
-    """Parameters that thop cannot see: those not owned by a module type thop hooks, grouped as
-    ``<OwnerClass>.<param name>`` -> count (uncalled hooked modules are not listed here)."""
-    tp = importlib.import_module("thop.profile")  # the module; ``thop.profile`` is also the function
-    hooked = tuple(t for t in tp.register_hooks if t not in (nn.Sequential, nn.ModuleList))
+class ThopHooks:
+    """thop's counting rule, run inside another forward (the fvcore trace), so paper-size models
+    are run once instead of twice.
+
+    Exactly what ``thop.profile`` (0.1.1) does: a ``total_ops`` / ``total_params`` buffer on every
+    module, thop's own hook function plus ``count_parameters`` on each module whose type is in
+    ``thop.profile.register_hooks``, then thop's ``dfs_count`` rule (a hooked module that is not a
+    Sequential / ModuleList reports its own totals, anything else sums its children). The hooks run
+    with the JIT tracer paused, so they leave no op in the trace. Buffers and hooks are removed on exit.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.handles: list[Any] = []
+        self.hooked: set[nn.Module] = set()
+
+    @staticmethod
+    def _untraced(fn: Callable) -> Callable:
+        def hook(m: nn.Module, x: Any, y: Any) -> None:
+            state = torch._C._get_tracing_state()
+            torch._C._set_tracing_state(None)
+            try:
+                fn(m, x, y)
+            finally:
+                torch._C._set_tracing_state(state)
+        return hook
+
+    def __enter__(self) -> "ThopHooks":
+        tp = _thop()
+        for m in self.model.modules():
+            m.register_buffer("total_ops", torch.zeros(1, dtype=torch.float64))
+            m.register_buffer("total_params", torch.zeros(1, dtype=torch.float64))
+            fn = tp.register_hooks.get(type(m))
+            if fn is not None:
+                self.handles += [m.register_forward_hook(self._untraced(fn)),
+                                 m.register_forward_hook(self._untraced(tp.count_parameters))]
+                self.hooked.add(m)
+        return self
+
+    def totals(self) -> tuple[int, int]:
+        """(MACs, params) by thop's ``dfs_count`` rule."""
+        def dfs(module: nn.Module) -> tuple[float, float]:
+            ops, params = module.total_ops.item(), 0.0
+            for child in module.children():
+                if child in self.hooked and not isinstance(child, (nn.Sequential, nn.ModuleList)):
+                    o, p = child.total_ops.item(), child.total_params.item()
+                else:
+                    o, p = dfs(child)
+                ops, params = ops + o, params + p
+            return ops, params
+        ops, params = dfs(self.model)
+        return int(round(ops)), int(round(params))
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        for m in self.model.modules():
+            m._buffers.pop("total_ops", None)
+            m._buffers.pop("total_params", None)
+
+
+def _thop_skipped_params(model: nn.Module, uncalled: set[str]) -> dict[str, int]:
+    """Parameters thop cannot see, grouped as ``<OwnerClass>.<param>`` -> count: those owned by a module
+    type thop has no hook for, and those of hooked modules never called (e.g. a Linear whose weight
+    is applied through ``F.linear``; marked ``(uncalled)``)."""
+    hooked = {t for t in _thop().register_hooks if t not in (nn.Sequential, nn.ModuleList)}
     out: Counter[str] = Counter()
-    for mod in model.modules():
-        if isinstance(mod, hooked):
+    for name, mod in model.named_modules():
+        is_hooked = type(mod) in hooked          # thop matches the exact type, not subclasses
+        if is_hooked and name not in uncalled:
             continue
         for pname, p in mod.named_parameters(recurse=False):
-            out[f"{type(mod).__name__}.{pname}"] += p.numel()
+            out[f"{type(mod).__name__}.{pname}" + (" (uncalled)" if is_hooked else "")] += p.numel()
     return dict(out.most_common())
 
 
 # ----------------------------------------------------------------------------- counting
 
+_NINE = "#9bldn"  # pseudo-operator carrying the 9*B*L*D*N figure beside each scan's derived count
+
+
 def count_model(model: nn.Module, input_size: int, *, with_thop: bool = True,
                 expect_scan: bool = False) -> dict[str, Any]:
     """Parameters and MACs of one model at a 1x3xSxS input (CPU, float32, ``torch.no_grad()``).
 
+    One forward: fvcore's trace, with thop's hooks (:class:`ThopHooks`) counting in the same pass.
+
     Args:
         model: any nn.Module mapping (1, 3, S, S) to an image; it is put in eval mode.
         input_size: S.
-        with_thop: also run thop on a copy.
+        with_thop: also count with thop's rule.
         expect_scan: the model calls the selective scan (Mamba family): fail when no scan op was traced.
 
     Returns:
-        ``{true_params, fvcore: {macs, macs_default_handles, scan_macs, scan_9bldn, by_operator,
-        unsupported_ops: {op: {count, reason}}, unjustified_ops, uncalled_modules}, thop: {params, macs},
-        thop_skipped_params}``. MACs are plain counts (divide by 1e9 for G).
+        ``{true_params, fvcore: {macs, macs_default_handles, scan_macs, scan_9bldn, macs_with_scan_9bldn,
+        by_operator, unsupported_ops: {op: {count, reason}}, unjustified_ops, uncalled_modules,
+        uncalled_parameterless}, thop: {params, macs, method}, thop_skipped_params}``. MACs are plain
+        counts (divide by 1e9 for G).
     """
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
@@ -345,43 +421,54 @@ def count_model(model: nn.Module, input_size: int, *, with_thop: bool = True,
         scan_names = scan_op_names()
     except (ImportError, RuntimeError):
         scan_names = ()
+
+    def scan_handle(kind: str) -> Callable:
+        def counted(inputs: list[Any], outputs: list[Any]) -> Counter:
+            return Counter({kind: scan_flop_handle(inputs, outputs), kind + _NINE: _scan_9bldn_handle(inputs, outputs)})
+        return counted
+
     handles: dict[str, Callable] = {
-        **_DEFAULT_SUPPORTED_OPS,
-        "aten::scaled_dot_product_attention": sdpa_flop_handle,
-        "aten::baddbmm": baddbmm_flop_handle,
-        **{n: scan_flop_handle for n in scan_names},
+        **{k: _keyed(k, h) for k, h in _DEFAULT_SUPPORTED_OPS.items()},
+        "aten::scaled_dot_product_attention": _keyed("aten::scaled_dot_product_attention", sdpa_flop_handle),
+        "aten::baddbmm": _keyed("aten::baddbmm", baddbmm_flop_handle),
+        **{n: scan_handle(n) for n in scan_names},
     }
-    with torch.no_grad(), _fast_scan():
+    thop_rec = None
+    with torch.no_grad(), _fast_scan(), (ThopHooks(model) if with_thop else contextlib.nullcontext()) as th:
         fca = FlopCountAnalysis(model, x)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        fca.set_op_handle(**{k: _keyed(k, h) for k, h in handles.items()})
-        by_op = {k: int(v) for k, v in fca.by_operator().items()}
-        total = int(fca.total())
-        unsupported = dict(fca.unsupported_ops())
-        uncalled = sorted(fca.uncalled_modules())
-        scan_9 = 0
-        if scan_names and any(n in by_op for n in scan_names):
-            fca9 = FlopCountAnalysis(model, x).set_op_handle(
-                **{n: _keyed(n, _scan_9bldn_handle) for n in scan_names})
-            fca9.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            scan_9 = int(sum(v for k, v in fca9.by_operator().items() if k in scan_names))
+        fca.set_op_handle(**handles)
+        raw = {k: int(v) for k, v in fca.by_operator().items()}
+        if th is not None:
+            t_macs, t_params = th.totals()
+            thop_rec = {"params": t_params, "macs": t_macs,
+                        "method": "thop 0.1.1 hooks and dfs_count rule, run during the fvcore trace (ThopHooks)"}
+    unsupported = dict(fca.unsupported_ops())
+    uncalled = set(fca.uncalled_modules())
+    by_op = {k: v for k, v in raw.items() if not k.endswith(_NINE)}
+    total = sum(by_op.values())
     scan = sum(v for k, v in by_op.items() if k in scan_names)
-    # fvcore's defaults alone: what the official flops() reports (scan, SDPA, baddbmm uncounted)
-    default_only = sum(v for k, v in by_op.items() if k in _DEFAULT_SUPPORTED_OPS)
-    unjustified = sorted(op for op in unsupported if op not in UNSUPPORTED_OP_REASONS)
+    scan_9 = sum(v for k, v in raw.items() if k.endswith(_NINE))
     if expect_scan and scan == 0:
         raise RuntimeError(
             f"no selective-scan op ({', '.join(scan_names) or 'SCAN_OP_NAMES unavailable'}) in the trace of "
             f"{type(model).__name__}: the scan must trace as one PythonOp (the reference loop would unroll into "
             f"L einsums); check the scan backend ({scan_backend()})")
+    # fvcore's defaults alone: what the official flops() reports (scan, SDPA, baddbmm uncounted)
+    default_only = sum(v for k, v in by_op.items() if k in _DEFAULT_SUPPORTED_OPS)
+    unjustified = sorted(op for op in unsupported if op not in UNSUPPORTED_OP_REASONS)
+    if unjustified:
+        log.warning("fvcore skipped ops without a handle or a reason: %s", ", ".join(unjustified))
     modules = dict(model.named_modules())
-    uncalled_info = []
-    for name in uncalled:
+    uncalled_info, parameterless = [], 0
+    for name in sorted(uncalled):
         n_params = sum(p.numel() for p in modules[name].parameters()) if name in modules else 0
-        uncalled_info.append({"module": name, "params": n_params,
-                              "reason": "not called through __call__ at this input: its parameters are counted, "
-                                        "its MACs (if any) are not" if n_params else
-                                        "no parameters and not called: contributes nothing"})
+        if n_params == 0:
+            parameterless += 1
+            continue
+        uncalled_info.append({"module": name, "type": type(modules[name]).__name__, "params": n_params,
+                              "reason": "not called through __call__ (e.g. its weight is applied with F.linear): "
+                                        "fvcore attributes its MACs to the caller, thop misses its params and MACs"})
     rec: dict[str, Any] = {
         "true_params": true_params(model),
         "fvcore": {
@@ -397,14 +484,14 @@ def count_model(model: nn.Module, input_size: int, *, with_thop: bool = True,
                 for op, c in sorted(unsupported.items())},
             "unjustified_ops": unjustified,
             "uncalled_modules": uncalled_info,
+            "uncalled_parameterless": {"count": parameterless,
+                                       "reason": "modules without parameters never called (e.g. Identity "
+                                                 "drop_path at inference): contribute nothing"},
         },
     }
-    if unjustified:
-        log.warning("fvcore skipped ops without a handle or a reason: %s", ", ".join(unjustified))
-    if with_thop:
-        t_macs, t_params = thop_count(model, x)
-        rec["thop"] = {"params": t_params, "macs": t_macs}
-        rec["thop_skipped_params"] = _thop_skipped_params(model)
+    if thop_rec is not None:
+        rec["thop"] = thop_rec
+        rec["thop_skipped_params"] = _thop_skipped_params(model, uncalled)
     return rec
 
 
@@ -495,11 +582,14 @@ def _reason(base: str, family: str, quantity: str, kind: str, delta: float, rec:
         return (f"Table 1's 102.4 G is the HAT paper's own figure; it matches neither thop "
                 f"({rec.get('thop', {}).get('macs', 0) / GIGA:.2f} G) nor fvcore ({fv['macs'] / GIGA:.2f} G, "
                 f"defaults only {fv['macs_default_handles'] / GIGA:.2f} G) at this input")
+    if base == "hat" and quantity == "params_m":
+        return (f"Table 1's 20.81 M is the HAT paper's own figure (close to the true count "
+                f"{rec['true_params'] / MEGA:.2f} M), not thop's ({rec.get('thop', {}).get('params', 0) / MEGA:.2f} M)")
     if quantity == "params_m" and kind == "true":
         skipped = rec.get("thop_skipped_params", {})
         gap = rec["true_params"] - rec.get("thop", {}).get("params", rec["true_params"])
-        return (f"printed is thop's count, which skips {gap / MEGA:.3f} M params outside the module types it "
-                f"hooks ({_top(skipped)})")
+        return (f"printed is thop's count, blind to {gap / MEGA:.3f} M params: raw nn.Parameters, modules of "
+                f"types it has no hook for, and layers applied through F.linear ({_top(skipped)})")
     if quantity == "gmacs" and kind == "fvcore_with_scan":
         if family == "mamba":
             return (f"printed omits the selective scan ({fv['scan_macs'] / GIGA:.2f} G MACs; "

@@ -172,13 +172,17 @@ class TrainConfig:
 class EvaluateConfig:
     tile: int                          # LR tile size for tiled inference; 0 = whole image
     tile_overlap: int                  # LR pixels of overlap between tiles
-    crop_border: int                   # pixels cropped before PSNR/SSIM; BasicSR uses the scale
+    crop_border: int | Literal["scale"]  # pixels cropped before PSNR/SSIM; "scale" = BasicSR's convention
     self_ensemble: bool                # x8 geometric self-ensemble ("+" rows)
 
     def __post_init__(self):
         _check(self.tile >= 0, "tile", "must be >= 0 (0 = whole image)")
         _check(self.tile == 0 or 0 <= self.tile_overlap < self.tile, "tile_overlap", "must be in [0, tile)")
-        _check(self.crop_border >= 0, "crop_border", "must be >= 0")
+        _check(self.crop_border == "scale" or self.crop_border >= 0, "crop_border", "must be >= 0 or 'scale'")
+
+    def border(self, scale: int) -> int:
+        """Pixels to crop at this scale."""
+        return scale if self.crop_border == "scale" else self.crop_border
 
 
 @dataclass(frozen=True)

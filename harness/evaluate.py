@@ -242,6 +242,10 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
 
     ev = cfg.evaluate
     tile, overlap = ev.tile, ev.tile_overlap
+    border = ev.border(scale)
+    if border != scale:
+        log.warning("evaluate.crop_border is %d but the scale is %d; BasicSR and the papers crop `scale` pixels",
+                    border, scale)
     names = list(datasets) if datasets else list(cfg.data.test)
     results: dict[str, Any] = {}
     warmed = False
@@ -260,7 +264,7 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
             if sr.shape != hr.shape:
                 raise ValueError(f"{ds}/{name}: SR output {sr.shape} does not match HR {hr.shape} "
                                  f"(LR {lr.shape}, x{scale}); is the HR mod-cropped?")
-            images[name] = {"psnr_y": psnr_y(sr, hr, ev.crop_border), "ssim_y": ssim_y(sr, hr, ev.crop_border),
+            images[name] = {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border),
                             "seconds": secs}
         results[ds] = {
             "psnr_y": float(np.mean([v["psnr_y"] for v in images.values()])),
@@ -278,7 +282,7 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
         "profile": cfg.profile, "iterations": int(final["iterations"]), "ema": bool(final["ema"]),
         "backend": backend,
         "checkpoint": {"path": str(ckpt_path), "sha256": file_sha256(ckpt_path)},
-        "tile": tile_info, "self_ensemble": ev.self_ensemble, "crop_border": ev.crop_border,
+        "tile": tile_info, "self_ensemble": ev.self_ensemble, "crop_border": border,
         "trained_on": trained_on,
         "datasets": results,
     }

@@ -2,6 +2,7 @@
 
 ``csrbench train --model NAME --codec C --level Q`` trains ``NAME`` on
 ``<data>/hr/<data.train>/`` against ``<data>/lr/<data.train>/x<scale>/<codec>_<level>/``
+(with ``data.sub_images``: the sub-image folders of ``harness.data.loader.train_dirs``)
 with the shared ``train`` section of params.yaml: L1 (or Charbonnier, eps 1e-3),
 Adam (betas 0.9/0.99), lr 2e-4 halved at ``train.milestones``, EMA of the weights
 (validation and ``final.pt`` use the EMA), optional gradient clipping and
@@ -152,7 +153,11 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        if len(s["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(s["cuda"])
+        else:
+            log.warning("checkpoint has CUDA RNG states of %d devices, this machine %d; CUDA RNG not restored",
+                        len(s["cuda"]), torch.cuda.device_count())
 
 
 @torch.no_grad()
@@ -167,7 +172,7 @@ def _validate(net: nn.Module, pairs: list, scale: int, ev: Any, device: torch.de
     """Mean PSNR-Y of ``net`` over ``pairs``, inferred exactly as ``csrbench evaluate`` does (no ensemble)."""
     was_training = net.training
     net.eval()
-    vals = [psnr_y(super_resolve(net, lr, scale, ev.tile, ev.tile_overlap, False, device), hr, ev.crop_border)
+    vals = [psnr_y(super_resolve(net, lr, scale, ev.tile, ev.tile_overlap, False, device), hr, ev.border(scale))
             for _, lr, hr in pairs]
     net.train(was_training)
     return float(np.mean(vals))
@@ -312,7 +317,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
         else:
             log.warning("%s holds RNG states of %d ranks, this run has %d; reseeding", last_good, len(rngs), world)
             torch.manual_seed(t.seed + rank + 7919 * ck["iteration"])
-        start, history, window = ck["iteration"], ck["history"], list(ck["window"])
+        start, history, window = ck["iteration"], ck["history"], [w.to(device) for w in ck["window"]]
         wall_before = ck.get("wall_seconds", 0.0)
         if master:
             log.info("%s: resuming from %s (iteration %d)", model, last_good, start)
@@ -387,6 +392,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
 
     pbar = tqdm(total=t.iterations, initial=start, desc=model, file=sys.stderr, disable=not master,
                 dynamic_ncols=True, mininterval=1.0)
+    threads = torch.get_num_threads()
     t0 = time.perf_counter()
     it = start
     try:
@@ -437,6 +443,10 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
     finally:
         pbar.close()
     wall = time.perf_counter() - t0
+    if torch.get_num_threads() != threads:
+        log.warning("torch's intra-op thread count changed during training from %d to %d (an OpenMP runtime shared "
+                    "with a compiled kernel, e.g. numba's omp layer, reset it); on a loaded CPU this costs a lot",
+                    threads, torch.get_num_threads())
     if not master:
         return final_path
 
@@ -454,7 +464,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
         "wall_seconds": wall_before + wall, "wall_seconds_this_run": wall,
         "iterations_per_second": (it - start) / wall if wall > 0 and it > start else None,
         "final_loss": final_loss, "final_val_psnr_y": final_val, "backend": backend,
-        "torch_threads": torch.get_num_threads(), "world_size": world, "batch_size": t.batch_size,
+        "torch_threads": threads, "torch_threads_at_end": torch.get_num_threads(), "world_size": world, "batch_size": t.batch_size,
         "patch_size": cfg.data.patch_size, "ema": ema is not None, "final": str(final_path),
     }, cfg=cfg, device=device, scan_backend=backend)
     return final_path

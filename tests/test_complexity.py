@@ -225,3 +225,36 @@ def test_table1_reproduction():
         print(name, json.dumps({k[0] + "/" + k[1]: round(v["delta_pct"], 3) for k, v in d.items()}))
         assert abs(d["params_m", "paper_method"]["delta_pct"]) <= 1, name
         assert abs(d["gmacs", "paper_method"]["delta_pct"]) <= 1, name
+
+
+class MixedNet(nn.Module):
+    """Sequential, LayerNorm, a Linear used through F.linear (thop misses it), a raw Parameter, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1))
+        self.norm = nn.LayerNorm(8)
+        self.qkv = nn.Linear(8, 8)
+        self.scale = nn.Parameter(torch.ones(8))
+        self.soft = nn.Softmax(dim=-1)
+        self.up = nn.Sequential(nn.Conv2d(8, 48, 3, padding=1), nn.PixelShuffle(4))
+
+    def forward(self, x):
+        f = self.body(x)
+        t = self.norm(f.permute(0, 2, 3, 1))
+        t = torch.nn.functional.linear(t, self.qkv.weight, self.qkv.bias) * self.scale
+        t = self.soft(t).permute(0, 3, 1, 2)
+        return self.up(f + t)
+
+
+def test_thop_hooks_during_trace_equal_thop_profile():
+    net = MixedNet().eval()
+    x = torch.rand(1, 3, 8, 8)
+    want_macs, want_params = cx.thop_count(net, x)
+    rec = cx.count_model(net, 8)
+    assert (rec["thop"]["macs"], rec["thop"]["params"]) == (want_macs, want_params)
+    assert rec["true_params"] - rec["thop"]["params"] == 8 * 8 + 8 + 8          # qkv (F.linear) + scale
+    assert rec["thop_skipped_params"] == {"Linear.weight (uncalled)": 64, "Linear.bias (uncalled)": 8,
+                                          "MixedNet.scale": 8}
+    assert not any(hasattr(m, "total_ops") for m in net.modules())            # buffers removed
+    assert [m["module"] for m in rec["fvcore"]["uncalled_modules"]] == ["qkv"]

@@ -143,7 +143,7 @@ def test_missing_training_data_names_the_folder(tmp_path, fake_models):
         train.run(K.make_cfg(), resume=True, **K.train_kwargs(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["swinir_smoke", "mambacsr_smoke"])
+@pytest.mark.parametrize("name", ["swinir_smoke"])
 def test_real_smoke_model_trains_a_few_iterations(tmp_path, one_thread, name):
     models = pytest.importorskip("harness.models", reason="model files not importable yet")
     if name not in models.list_models():

@@ -93,43 +93,43 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
         dt, dtu = F.pad(dt, (0, pad)), F.pad(dtu, (0, pad))  # dt = 0: decay 1, input 0 -> state unchanged
         B, C = F.pad(B, (0, pad)), F.pad(C, (0, pad))
 
-    # per-step slices via unbind (not indexing: indexing a tensor once per step makes its backward
-    # zero-fill a full-size gradient per step). dt_t: (b, dim, nc, 1); dtu_t: (b, G, H, nc, 1);
-    # B_t, C_t: (b, G, 1, nc, N)
-    dt_c = dt.view(batch, dim, n_chunks, chunk)
-    dt_t = dt_c.unsqueeze(-1).unbind(3)
-    dtu_t = dtu.view(batch, gb, dim // gb, n_chunks, chunk, 1).unbind(4)
-    B_t = B.view(batch, gb, 1, N, n_chunks, chunk).permute(0, 1, 2, 4, 5, 3).unbind(4)
-    C_t = C.view(batch, gc, 1, N, n_chunks, chunk).permute(0, 1, 2, 4, 5, 3).unbind(4)
-    A_c = A.view(1, dim, 1, N)
+    # Layout: chunks innermost, (..., N, n_chunks), so every elementwise op runs over contiguous rows of
+    # n_chunks values. Per-step slices come from unbind (indexing a tensor once per step would make its
+    # backward zero-fill a full-size gradient per step). Shapes per step t:
+    # dt_t (b, dim, 1, nc); dtu_t (b, G, H, 1, nc); B_t, C_t (b, G, 1, N, nc); h (b, dim, N, nc).
+    dt_c = dt.view(batch, dim, n_chunks, chunk).transpose(2, 3).contiguous()  # (b, dim, T, nc)
+    dt_t = dt_c.unsqueeze(2).unbind(3)
+    dtu_t = dtu.view(batch, gb, dim // gb, 1, n_chunks, chunk).permute(0, 1, 2, 5, 3, 4).contiguous().unbind(3)
+    B_t = B.view(batch, gb, 1, N, n_chunks, chunk).permute(0, 1, 5, 2, 3, 4).contiguous().unbind(2)
+    C_t = C.view(batch, gc, 1, N, n_chunks, chunk).permute(0, 1, 5, 2, 3, 4).contiguous().unbind(2)
+    A_c = A.view(1, dim, N, 1)
 
-    def step(h: Tensor, t: int) -> Tensor:  # one recurrence step for every chunk: h (b, dim, nc, N)
-        inp = (dtu_t[t] * B_t[t]).view(batch, dim, n_chunks, N)
-        return torch.exp(dt_t[t] * A_c) * h + inp
+    def step(h: Tensor, t: int) -> Tensor:  # one recurrence step for every chunk at once
+        inp = (dtu_t[t] * B_t[t]).view(batch, dim, N, n_chunks)
+        return torch.addcmul(inp, torch.exp(dt_t[t] * A_c), h)
 
     # pass 1: end state of every chunk from a zero start state
-    h = u.new_zeros(batch, dim, n_chunks, N)
+    h = u.new_zeros(batch, dim, N, n_chunks)
     if n_chunks > 1:
         for t in range(chunk):
             h = step(h, t)
         # carry: cumulative decay of each chunk = exp(A * sum dt), log space relative to the chunk start
-        decay_chunk = torch.exp(dt_c.sum(-1)[..., None] * A_c)  # (b, dim, nc, N)
+        decay_chunk = torch.exp(dt_c.sum(2, keepdim=True) * A_c).unbind(-1)  # n_chunks x (b, dim, N)
+        ends = h.unbind(-1)
         starts = []
         state = u.new_zeros(batch, dim, N)
         for c in range(n_chunks):
             starts.append(state)
-            state = decay_chunk[:, :, c] * state + h[:, :, c]
-        h = torch.stack(starts, dim=2)
-    else:
-        h = torch.zeros_like(h)
+            state = torch.addcmul(ends[c], decay_chunk[c], state)
+        h = torch.stack(starts, dim=-1)
     # pass 2: states from the true start states, read out y
     ys = []
     for t in range(chunk):
         h = step(h, t)
-        hg = h.view(batch, gc, dim // gc, n_chunks, N)
-        ys.append((hg * C_t[t]).sum(-1).view(batch, dim, n_chunks))
+        hg = h.view(batch, gc, dim // gc, N, n_chunks)
+        ys.append((hg * C_t[t]).sum(-2).view(batch, dim, n_chunks))
     y = torch.stack(ys, dim=-1).reshape(batch, dim, n_chunks * chunk)[:, :, :L]
-    last_state = h[:, :, -1]
+    last_state = h[..., -1]
     out = y if D is None else y + u * D.to(cdt)[:, None]
     if z is not None:
         out = out * F.silu(z.to(cdt))

@@ -58,14 +58,16 @@ CHECKPOINT_CHUNK = 64  # steps between saved states; backward scratch is (CHECKP
 
 # float32 exp: Cephes expf (range reduction x = k ln2 + r, degree-7 polynomial, relative error < 1e-7),
 # written without library calls so LLVM vectorises it over a chunk (no SVML in stock numba wheels; the
-# scalar libm expf call was ~half the forward time). Arguments below _EXP_LO give exactly 0, above _EXP_HI inf.
+# scalar libm expf call was ~half the forward time). Arguments below _EXP_LO give exactly 0 (no
+# subnormals), above _EXP_HI inf, nan stays nan.
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
 _P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
 _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
 _ONE, _HALF = np.float32(1.0), np.float32(0.5)
-_EXP_LO, _EXP_HI = np.float32(-87.3), np.float32(88.3)
+_EXP_LO, _EXP_HI = np.float32(-87.3), np.float32(88.72283)  # exp(-87.3) ~ smallest normal; ln(float32 max)
+_K_MAX = np.float32(127.0)
 
 
 def _jit(fn=None, *, parallel: bool = True):
@@ -96,8 +98,9 @@ def _exp_inplace(buf, m, fast, kbits):
         k = k - np.float32(k > kk)  # floor
         r = x - k * _LN2_HI - k * _LN2_LO
         p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        kbits[j] = (np.int32(k) + 127) << 23
-        e = p * r * r + r + _ONE
+        big = np.float32(k > _K_MAX)  # k = 128 near the float32 maximum: 2**128 = 2**127 * 2
+        kbits[j] = (np.int32(k - big) + 127) << 23
+        e = (p * r * r + r + _ONE) * (_ONE + big)
         if x0 < _EXP_LO:  # the special values survive the scaling by 2**k below
             e = np.float32(0.0)
         elif x0 > _EXP_HI:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -383,6 +384,15 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     Returns:
         out r(B D L) in u's dtype, or (out, last_state); last_state in float32 (float64 for float64 u).
     """
+    if torch.jit.is_tracing():  # fvcore / jit.trace: record one op, without warnings about its inside
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return _dispatch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+def _dispatch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+              delta_bias: Tensor | None, delta_softplus: bool, return_last_state: bool):
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     backend = current_backend(u.device)
     if backend == "ref":
