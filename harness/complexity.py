@@ -15,6 +15,12 @@ Table 1 of the MambaCSR paper):
     MambaCSR ``flops()`` registers its scan handle under a name the trace never
     produces, so fvcore skips the scan). This reproduces Table 1.
 
+Each model runs forward once: thop's own hook functions and summing rule
+(:class:`ThopHooks`, checked equal to ``thop.profile`` in the tests) count during
+the fvcore trace, so a paper-size network is not run twice on the CPU. The trace
+forces a one-PythonOp scan backend (numba, else the chunked PyTorch Function);
+the ``ref`` loop would unroll into L einsums.
+
 Both are set beside Table 1 (``harness/paper/mambacsr_table1.csv``, JPEG QF 10
 rows) with the delta in percent and, for every delta over 1 %, a one-line
 reason built from the measured breakdown (which parameters thop skips, which
@@ -66,6 +72,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import importlib
 import io
 import json
@@ -76,7 +83,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -738,6 +745,7 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
         model = builder(counted)
         rec = count_model(model, size, expect_scan=family_of(counted) == "mamba")
         del model
+        gc.collect()
         rec["seconds_counting"] = time.perf_counter() - t0
         rec.update(compare_table1(counted, rec))
         rec["latency_models"] = [name]

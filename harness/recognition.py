@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
+import logging
+
 import numpy as np
 from PIL import Image
 
@@ -35,6 +37,9 @@ __all__ = ["Recognizer", "str_filt", "accuracy", "Tesseract", "CRNN", "ASTER", "
            "RECOGNIZERS", "RecognizerError"]
 
 _LOWER = set(string.digits + string.ascii_lowercase)
+
+
+log = logging.getLogger(__name__)
 
 
 class RecognizerError(RuntimeError):
@@ -98,6 +103,7 @@ class Tesseract:
         if upscale < 1:
             raise ValueError(f"Tesseract: upscale must be >= 1, got {upscale}")
         self.binary, self.upscale, self.psm, self.lang, self.whitelist = path, upscale, psm, lang, whitelist
+        self.crashes = 0  # crops tesseract crashed on (read as "")
 
     def recognize(self, images: list[np.ndarray]) -> list[str]:
         """Read each crop as one line; see :class:`Recognizer`."""
@@ -121,6 +127,15 @@ class Tesseract:
             cmd += ["tsv"]
             env = dict(os.environ, OMP_THREAD_LIMIT="1")  # no thread oversubscription on shared cores
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode < 0:
+            # Tesseract itself crashed on some input (seen: SIGFPE on noise-like SR output of an
+            # untrained model). Bisect to the crashing crops; each reads as "" (= wrong), logged.
+            if len(images) == 1:
+                self.crashes += 1
+                log.warning("tesseract crashed (signal %d) on one crop; counted as unrecognised", -r.returncode)
+                return [""]
+            half = len(images) // 2
+            return self.recognize(images[:half]) + self.recognize(images[half:])
         if r.returncode != 0:
             raise RecognizerError(f"tesseract failed (exit {r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
         return self._parse_tsv(r.stdout, len(images))

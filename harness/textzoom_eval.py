@@ -187,6 +187,7 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
         "checkpoint": str(loaded) if loaded is not None else None,
         "profile": cfg.profile,
         "recognizer": cfg.textzoom.recognizer,
+        "recognizer_crashes": getattr(recognizer, "crashes", 0),  # crops read as "" after an engine crash
         "root": str(root),
         "embedded": root == tz.embedded_root(cfg),
         "crop_border": CROP_BORDER,

@@ -475,7 +475,7 @@ class LocalWindowSS2D(_SSMCore):
         else:
             x, z = self.act(xz).chunk(2, dim=-1)
             x = x.permute(0, 3, 1, 2).contiguous()
-        orders = [scan_order(d, H, W) for d in self.directions]
+        orders = [scan_order(d, int(H), int(W)) for d in self.directions]
         ys = self._scan_core(_stack_padded([scan(x, o) for o in orders]))
         y = self.out_norm(self.multi_scan.merge(ys, orders, H, W)).view(B, H, W, -1).to(z.dtype)
         return self.dropout(self.out_proj(y * z))
@@ -552,7 +552,7 @@ class CrossScaleSS2D(_SSMCore):
         # Upstream also computes act_down(z_down) and never uses it: skip it (same output).
         x_down = self.in_proj_down(x_down)[..., :self.d_inner]
         x_down = self.act_down(self.conv2d2(x_down.permute(0, 3, 1, 2).contiguous()))  # (B, D, H/2, W/2)
-        orders = [cross_scan_order(d, H, W, self.mode, self.official_unscan) for d in self.directions]
+        orders = [cross_scan_order(d, int(H), int(W), self.mode, self.official_unscan) for d in self.directions]
         ys = self._scan_core(_stack_padded([scan(x, o, x_down) for o in orders]))
         y = self.out_norm(self.multi_scan.merge(ys, orders, H, W)).view(B, H, W, -1).to(z.dtype)
         out = self.dropout(self.out_proj(y * z))

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from harness.report import render

@@ -240,6 +240,13 @@ def test_auto_backend_per_device():
     assert current_backend("cuda") == expected_cuda
 
 
+def test_without_numba_cpu_uses_torch(monkeypatch):
+    monkeypatch.setattr(ss, "_cpu_kernel", None)
+    assert current_backend("cpu") == "torch"
+    with use_backend("numba"), pytest.raises(RuntimeError, match="numba is not installed"):
+        current_backend("cpu")
+
+
 def test_env_var_and_forced_backend(monkeypatch):
     monkeypatch.setenv(ss.ENV_VAR, "torch")
     assert current_backend("cpu") == "torch"
@@ -319,3 +326,28 @@ def test_mamba_ssm_kernel_matches_ours():
         ours = selective_scan(*xs, delta_softplus=True)
     assert rel_err(out, ours) <= 5e-4
     assert math.isfinite(out.abs().max().item())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# benchmark plumbing (tiny shape; the real figures come from `csrbench bench scan`)
+
+
+def test_scan_benchmark_writes_ratios(tmp_path, monkeypatch):
+    import json
+
+    from harness.bench import scan as bench
+
+    monkeypatch.setattr(bench, "SHAPES", {"tiny": (1, 4, 4, 70, 2)})
+    monkeypatch.setattr(bench, "MEMORY_SHAPE", "tiny")
+    path = bench.run(out=tmp_path / "scan.json", repeats=1, shapes=("tiny",), memory=False)
+    d = json.loads(path.read_text())
+    row = d["shapes"]["tiny"]
+    assert "provenance" in d and set(row["backends"]) == set(FAST + ["ref"])
+    for name in FAST:
+        b = row["backends"][name]
+        assert b["resolved_backend"] == name
+        want = row["backends"]["ref"]["fwd"]["median_s"] / b["fwd"]["median_s"]
+        assert row["speedup_vs_ref"][name]["fwd"] == pytest.approx(want)
+    assert d["goals"]["shape"] == "tiny" and "met" in d["goals"][f"{FAST[0]}_fwd_speedup"]
+    extra = bench._memory_child(FAST[0], "tiny", True, 1)
+    assert extra["peak_extra_mb"] >= 0 and extra["bound"] in ("exact", "upper")

@@ -20,11 +20,11 @@ are ref median / backend median from the same run. The host's load average befor
 recorded, because on a shared machine contention moves every figure.
 
 Peak memory (CPU): one fresh subprocess per (backend, mode) at ``mambacsr_64x64``. It warms the
-backend up on a tiny input, allocates the inputs, reads its current RSS (/proc/self/statm), runs the
-case once, and reports ru_maxrss (getrusage) minus that RSS: the extra resident memory the op needed
-at its peak, numpy buffers of the numba kernel included (torch's profiler would miss those). When the
-op did not raise the process's lifetime peak, only an upper bound is known; it is then reported with
-``"bound": "upper"``. On CUDA: torch.cuda.max_memory_allocated minus the allocation before the call.
+backend up on a tiny input, allocates the inputs, reads its RSS (VmRSS), resets the peak-RSS mark
+(``echo 5 > /proc/self/clear_refs``), runs the case once and reports VmHWM minus that RSS: the extra
+resident memory the call needed at its peak, numpy buffers of the numba kernel included (torch's
+profiler would miss those). Without clear_refs it falls back to getrusage's ru_maxrss, which can only
+give an upper bound when the call did not raise the process's lifetime peak (``"bound": "upper"``). On CUDA: torch.cuda.max_memory_allocated minus the allocation before the call.
 
 Writes ``results/bench/scan.json`` through :func:`harness.provenance.write_json`.
 """
@@ -112,29 +112,38 @@ def _time(backend: str, kw: dict[str, Any], grad: bool, cot: torch.Tensor | None
     return {"median_s": statistics.median(runs), "runs_s": runs, "first_call_s": first}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(f"/proc/self/status has no {key}")
 
 
 def _memory_child(backend: str, shape: str, grad: bool, threads: int) -> dict[str, Any]:
     """Run in a fresh process: extra peak RSS of one call (see the module docstring)."""
     import gc
 
-    torch.set_num_threads(threads)
+    _set_threads(threads)
     tiny = make_inputs(1, 4, 4, 70, 2)
     _call(backend, tiny, grad, torch.ones(1, 4, 70))  # load / compile the kernel, allocate pools
     del tiny
     gc.collect()
     kw = make_inputs(*SHAPES[shape])
     cot = torch.ones_like(kw["u"]) if grad else None
-    rss0 = _rss_bytes()
-    peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = _status_kb("VmRSS")
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        exact = True
+    except OSError:
+        exact = False
+    peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _call(backend, kw, grad, cot)
-    peak1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if peak1 > peak0:
-        return {"peak_extra_mb": (peak1 - rss0) / 2**20, "bound": "exact"}
-    return {"peak_extra_mb": (peak0 - rss0) / 2**20, "bound": "upper"}
+    if exact:
+        return {"peak_extra_mb": (_status_kb("VmHWM") - rss0) / 1024, "bound": "exact"}
+    peak1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_extra_mb": (max(peak0, peak1) - rss0) / 1024, "bound": "exact" if peak1 > peak0 else "upper"}
 
 
 def _memory_cpu(backend: str, grad: bool, threads: int) -> dict[str, Any]:
@@ -161,6 +170,18 @@ def _memory_cuda(backend: str, grad: bool, device: torch.device) -> dict[str, An
     return {"peak_extra_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20, "bound": "exact"}
 
 
+def _set_threads(threads: int | None) -> None:
+    """Set torch's and numba's thread counts (None: leave them)."""
+    if threads is None:
+        return
+    torch.set_num_threads(threads)
+    kernel = importlib.import_module("mambacsr.ops.selective_scan")._cpu_kernel
+    if kernel is not None:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def _backends(device: torch.device) -> list[tuple[str, str]]:
     """(requested, resolved) for the backends worth timing on this device; ref last."""
     from mambacsr.ops import current_backend, use_backend
@@ -177,7 +198,8 @@ def _backends(device: torch.device) -> list[tuple[str, str]]:
 
 
 def run(out: Path = Path("results/bench/scan.json"), device: str | torch.device = "cpu", repeats: int = 3, *,
-        ref_repeats: int = 1, shapes: tuple[str, ...] = tuple(SHAPES), memory: bool = True) -> Path:
+        ref_repeats: int = 1, shapes: tuple[str, ...] = tuple(SHAPES), memory: bool = True,
+        threads: int | None = None) -> Path:
     """Time the selective-scan backends (forward, forward+backward) and their peak memory; write JSON.
 
     Args:
@@ -187,15 +209,30 @@ def run(out: Path = Path("results/bench/scan.json"), device: str | torch.device 
         ref_repeats: timed fwd_bwd calls of the slow reference loop.
         shapes: names from `SHAPES` to time.
         memory: also measure peak memory at `MEMORY_SHAPE`.
+        threads: torch and numba thread count for the run (None: as configured; recorded either way).
 
     Returns:
         The path written.
     """
+    kernel = importlib.import_module("mambacsr.ops.selective_scan")._cpu_kernel
+    saved = (torch.get_num_threads(), kernel.num_threads() if kernel is not None else None)
+    try:
+        return _run(Path(out), torch.device(device), repeats, ref_repeats, tuple(shapes), memory, threads)
+    finally:
+        torch.set_num_threads(saved[0])
+        if saved[1] is not None:
+            import numba
+
+            numba.set_num_threads(saved[1])
+
+
+def _run(out: Path, device: torch.device, repeats: int, ref_repeats: int, shapes: tuple[str, ...], memory: bool,
+         threads: int | None) -> Path:
     _cpu_kernel = importlib.import_module("mambacsr.ops.selective_scan")._cpu_kernel  # None without numba
-    device = torch.device(device)
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise ValueError(f"unknown scan benchmark shapes {unknown}; known: {list(SHAPES)}")
+    _set_threads(threads)
     t_start = time.perf_counter()
     load_before = os.getloadavg()
     backends = _backends(device)

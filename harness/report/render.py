@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import importlib
 import io
 import json
@@ -208,6 +207,10 @@ def _complexity_by_row(complexity: dict[str, Any] | None) -> dict[str, dict[str,
     return out
 
 
+_SWAP_ROW_NOTE = {"SwinIR": "Params / GFLOPs printed here are Swin2SR's (rows swapped, see the note)",
+                  "Swin2SR": "Params / GFLOPs printed here are SwinIR's (rows swapped, see the note)"}
+
+
 def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
     """Table 1 blocks, one per degradation: paper rows with our cells beside them."""
     paper = pt.table1()
@@ -239,7 +242,7 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
                 "gflops": _count_cell(prow.get("gflops"), None if pm.get("macs") is None else pm["macs"] / 1e9),
                 "cells": [(_cell(prow.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
                            _cell(prow.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
-                "note": prow.get("note"),
+                "note": "; ".join(x for x in (prow.get("note"), _SWAP_ROW_NOTE.get(model)) if x) or None,
                 "missing": rec is None,
             })
         blocks.append({"codec": codec, "level": level, "datasets": datasets, "rows": rows,
@@ -307,6 +310,20 @@ def classic_section(metrics: dict) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- complexity / erf / curves
 
+_KIND_LABEL = {("params_m", "true"): "params, true", ("params_m", "paper_method"): "params, paper method",
+               ("gmacs", "fvcore_with_scan"): "MACs, fvcore + scan", ("gmacs", "paper_method"): "MACs, paper method"}
+
+
+def _reasons(deltas: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct reason, prefixed with the deltas it explains."""
+    by_text: dict[str, list[str]] = {}
+    for d in deltas:
+        if d.get("reason"):
+            label = _KIND_LABEL.get((d.get("quantity"), d.get("kind")), f"{d.get('quantity')}, {d.get('kind')}")
+            by_text.setdefault(d["reason"], []).append(label)
+    return [f"{' / '.join(labels)}: {text}" for text, labels in by_text.items()]
+
+
 def complexity_section(complexity: dict[str, Any] | None) -> dict[str, Any] | None:
     """Rows of the complexity table from ``results/complexity.json``."""
     if not complexity:
@@ -344,7 +361,7 @@ def complexity_section(complexity: dict[str, Any] | None) -> dict[str, Any] | No
             else f"{printed['gflops']:.2f}", "method": pm.get("method", DASH),
             "d_true_p": delta("params_m", "true"), "d_pm_p": delta("params_m", "paper_method"),
             "d_fv": delta("gmacs", "fvcore_with_scan"), "d_pm_g": delta("gmacs", "paper_method"),
-            "reasons": [d.get("reason") for d in rec.get("deltas") or [] if d.get("reason")],
+            "reasons": _reasons(rec.get("deltas") or []),
             "notes": rec.get("notes") or [], "latency": lat,
             "unsupported": len(unsupported), "unjustified": fv.get("unjustified_ops") or [],
             "uncalled": len(fv.get("uncalled_modules") or []),
