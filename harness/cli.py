@@ -233,10 +233,10 @@ def _limit_threads(cfg) -> None:
     """
     if cfg is None or cfg.profile != "smoke":
         return
+    if "torch" in sys.modules or "numba" in sys.modules:
+        return  # called in-process (e.g. from tests): numba refuses a thread change once launched
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    if "torch" in sys.modules:  # imported already (e.g. under pytest): set it directly
-        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
