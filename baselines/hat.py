@@ -61,9 +61,11 @@ from baselines._swin_common import (
     PatchEmbed,
     PatchUnEmbed,
     Upsample,
+    init_swin_weights,
     linear_drop_path_rates,
     pad_to_multiple,
     relative_position_index,
+    shifted_window_mask,
     window_attention,
     window_partition,
     window_reverse,
@@ -180,36 +182,6 @@ def oca_relative_position_index(window_size: int, overlap_win_size: int) -> torc
     rel = rel + (ws - wse + 1)
     side = ws + wse - 1
     return (rel[..., 0] * side + rel[..., 1]) % (side * side)
-
-
-def shift_window_mask(h: int, w: int, window_size: int, shift_size: int,
-                      device: torch.device | None = None) -> torch.Tensor:
-    """SW-MSA attention mask of upstream ``calculate_mask`` for a padded (h, w) map.
-
-    After the cyclic shift by ``-shift_size``, tokens of different image regions
-    (split at ``-window_size`` and ``-shift_size`` along each axis) that share a
-    window get ``-100`` (upstream's value), same-region pairs 0. Kept here rather
-    than ``_swin_common.shifted_window_mask``, whose ``view`` fails when h is a
-    single window row and w several (e.g. 16 x 32 at ws 16).
-
-    Args:
-        h, w: feature-map size, multiples of ``window_size``.
-        window_size: ws.
-        shift_size: 0 < shift_size < ws.
-        device: where to build it.
-
-    Returns:
-        float32 (nW, ws*ws, ws*ws), nW = (h/ws)*(w/ws), windows row-major.
-    """
-    def region(n: int) -> torch.Tensor:
-        idx = torch.arange(n, device=device)
-        return (idx >= n - window_size).long() + (idx >= n - shift_size).long()   # 0, 1, 2
-
-    ids = (region(h)[:, None] * 3 + region(w)[None, :]).to(torch.float32)         # h, w
-    win = window_partition(ids[None, :, :, None].contiguous(), window_size)
-    win = win.reshape(-1, window_size * window_size)                              # nW, N
-    diff = win[:, None, :] - win[:, :, None]                                      # nW, N, N
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
 class ChannelAttention(nn.Module):
@@ -502,13 +474,13 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(c, nf, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(cfg.upscale, nf)
         self.conv_last = nn.Conv2d(nf, ch, 3, 1, 1)
-        self.apply(_init_weights)
+        self.apply(init_swin_weights)
 
     def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """(nW, N, N) SW-MSA mask for a padded (H, W) map; the last one is cached."""
         key = (x_size, self.window_size, str(device))
         if self._mask_cache is None or self._mask_cache[0] != key:
-            mask = shift_window_mask(*x_size, self.window_size, self.shift_size, device=device)
+            mask = shifted_window_mask(*x_size, self.window_size, self.shift_size, device=device)
             self._mask_cache = (key, mask)
         return self._mask_cache[1]
 
@@ -543,17 +515,6 @@ class HAT(nn.Module):
         x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
         x = x / self.img_range + mean
         return x[:, :, : h * self.upscale, : w * self.upscale]
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream init: Linear trunc-normal(0.02) with zero bias; LayerNorm (1, 0); conv default."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # Buffers upstream saves: they depend only on window_size / overlap_ratio, so the

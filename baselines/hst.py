@@ -69,8 +69,11 @@ from baselines._swin_common import (
     PatchEmbed,
     PatchUnEmbed,
     Upsample,
+    init_swin_weights,
     linear_drop_path_rates,
     relative_position_index,
+    residual_conv,
+    shifted_window_mask,
     window_attention,
     window_partition,
     window_reverse,
@@ -176,46 +179,6 @@ def pad_symmetric(x: torch.Tensor, multiple: int) -> torch.Tensor:
             x = torch.cat([x, x.narrow(dim, x.shape[dim] - step, step).flip(dim)], dim=dim)
             pad -= step
     return x
-
-
-def shift_window_mask(h: int, w: int, window_size: int, shift_size: int,
-                      device: torch.device | None = None) -> torch.Tensor:
-    """SW-MSA attention mask of upstream ``calculate_mask`` for a padded (h, w) map.
-
-    After the cyclic shift by ``-shift_size``, tokens of different image regions
-    (split at ``-window_size`` and ``-shift_size`` along each axis) sharing a window
-    get ``-100`` (upstream's value), same-region pairs 0. Kept here rather than
-    ``_swin_common.shifted_window_mask``, whose ``view`` fails when h is a single
-    window row and w several.
-
-    Args:
-        h, w: feature-map size, multiples of ``window_size``.
-        window_size: ws.
-        shift_size: 0 < shift_size < ws.
-        device: where to build it.
-
-    Returns:
-        float32 (nW, ws*ws, ws*ws), nW = (h/ws)*(w/ws), windows row-major.
-    """
-    def region(n: int) -> torch.Tensor:
-        idx = torch.arange(n, device=device)
-        return (idx >= n - window_size).long() + (idx >= n - shift_size).long()   # 0, 1, 2
-
-    ids = (region(h)[:, None] * 3 + region(w)[None, :]).to(torch.float32)         # h, w
-    win = window_partition(ids[None, :, :, None].contiguous(), window_size)
-    win = win.reshape(-1, window_size * window_size)                              # nW, N
-    diff = win[:, None, :] - win[:, :, None]                                      # nW, N, N
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
-
-
-def _resi_conv(dim: int, kind: str) -> nn.Module:
-    """The conv closing an RSTB: ``1conv`` or SwinIR's lighter ``3conv`` stack."""
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    return nn.Sequential(
-        nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(dim // 4, dim, 3, 1, 1))
 
 
 class WindowAttention(nn.Module):
@@ -340,7 +303,7 @@ class RSTB(nn.Module):
         super().__init__()
         self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop,
                                          drop_path, use_checkpoint)
-        self.conv = _resi_conv(dim, resi_connection)
+        self.conv = residual_conv(dim, resi_connection)
         self.patch_embed = PatchEmbed(dim, norm=False)
         self.patch_unembed = PatchUnEmbed()
 
@@ -427,7 +390,7 @@ class HST(nn.Module):
         self.conv_before_up = nn.Sequential(nn.Conv2d(c_h * 3, nf, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(cfg.upscale, nf)
         self.conv_last = nn.Conv2d(nf, ch, kernel_size=3, stride=1, padding=1)
-        self.apply(_init_weights)
+        self.apply(init_swin_weights)
 
     def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """(nW, N, N) SW-MSA mask for a padded (H, W) map; one entry per scale is cached."""
@@ -436,7 +399,7 @@ class HST(nn.Module):
         if mask is None:
             if len(self._mask_cache) >= 6:                    # three scales, at most two input sizes
                 self._mask_cache.clear()
-            mask = shift_window_mask(*x_size, self.window_size, self.window_size // 2, device=device)
+            mask = shifted_window_mask(*x_size, self.window_size, self.window_size // 2, device=device)
             self._mask_cache[key] = mask
         return mask
 
@@ -468,17 +431,6 @@ class HST(nn.Module):
         x = self.conv_last(self.upsample(self.conv_before_up(x_h)))
         x = x / self.img_range + mean
         return x[:, :, : h * self.upscale, : w * self.upscale]
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream init: Linear trunc-normal(0.02) with zero bias; LayerNorm (1, 0); conv default."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # Buffers upstream saves: attn_mask depends on img_size (dropped unchecked);

@@ -173,7 +173,7 @@ def _upstream_mask(h: int, w: int, ws: int, s: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("hw", [(4, 12), (12, 4), (8, 16), (16, 16)])
 def test_shift_mask_matches_upstream(hw):
-    torch.testing.assert_close(hat.shift_window_mask(*hw, 4, 2), _upstream_mask(*hw, 4, 2), rtol=0, atol=0)
+    torch.testing.assert_close(hat.shifted_window_mask(*hw, 4, 2), _upstream_mask(*hw, 4, 2), rtol=0, atol=0)
 
 
 def _as_upstream_checkpoint(model: HAT) -> dict:

@@ -153,7 +153,7 @@ def _upstream_mask(h: int, w: int, ws: int, s: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("hw", [(8, 24), (24, 8), (16, 16)])
 def test_shift_mask_matches_upstream(hw):
-    torch.testing.assert_close(hst.shift_window_mask(*hw, 8, 4), _upstream_mask(*hw, 8, 4), rtol=0, atol=0)
+    torch.testing.assert_close(hst.shifted_window_mask(*hw, 8, 4), _upstream_mask(*hw, 8, 4), rtol=0, atol=0)
 
 
 def _as_upstream_checkpoint(model: HST) -> dict:
