@@ -95,6 +95,12 @@ def _textzoom_prepare(a, cfg):
     return textzoom.prepare_embedded(a.out or textzoom.embedded_root(cfg))
 
 
+def _textzoom_train(a, cfg):
+    return _call("harness.textzoom_train", cfg, model=a.model, out=a.out or Path("models/textzoom") / a.model,
+                 curves=a.curves or Path("results/curves/textzoom") / f"{a.model}.csv", resume=a.resume,
+                 device=_device(a, cfg))
+
+
 def _textzoom(a, cfg):
     return _call("harness.textzoom_eval", cfg, model=a.model, checkpoint=a.checkpoint,
                  out=a.out or Path("results/textzoom") / f"{a.model}.json", device=_device(a, cfg))
@@ -209,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
              "render the embedded TextZoom-format smoke set (LMDB) into data/raw/textzoom_embedded")
     sp.add_argument("--out", type=Path, default=None, help="folder (default: <data.root>/raw/textzoom_embedded)")
 
+    sp = add("textzoom-train", _textzoom_train, "train an x2 model on TextZoom's training LMDBs (params textzoom)")
+    sp.add_argument("--model", required=True, help="an x2 model name (params textzoom.models)")
+    sp.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: models/textzoom/<model>)")
+    sp.add_argument("--curves", type=Path, default=None, help="loss/val CSV (default: results/curves/textzoom/<model>.csv)")
+    sp.add_argument("--no-resume", dest="resume", action="store_false", help="start from scratch")
+
     sp = add("textzoom", _textzoom, "text SR on TextZoom easy/medium/hard: PSNR/SSIM and recognition accuracy")
     sp.add_argument("--model", required=True, help="an x2 model name")
     sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder (default: untrained)")
@@ -223,15 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _limit_threads(cfg) -> None:
+def _limit_threads(cfg, command: str) -> None:
     """Smoke profile: one CPU thread for torch and numba unless the user chose otherwise.
+
+    Not for ``bench``: a benchmark measures the machine with all its cores (and records the count).
 
     Measured on 2 cores: the smoke models are so small that two threads cost more in
     synchronisation than they gain (mambacsr_smoke fwd+bwd 0.61 s with 1 thread, 10.8 s
     with 2 under load), and numba's and torch's OpenMP pools fight over the cores. Must run
     before torch or numba is imported; OMP_NUM_THREADS / NUMBA_NUM_THREADS set by the user win.
     """
-    if cfg is None or cfg.profile != "smoke":
+    if cfg is None or cfg.profile != "smoke" or command == "bench":
         return
     if "torch" in sys.modules or "numba" in sys.modules:
         return  # called in-process (e.g. from tests): numba refuses a thread change once launched
@@ -245,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = None if args.command == "profile" else load(args.params)
-        _limit_threads(cfg)
+        _limit_threads(cfg, args.command)
         from harness.runtime import setup_logging
         setup_logging(-1 if args.quiet else args.verbose)
         result = args.fn(args, cfg)

@@ -225,12 +225,22 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class TextZoomConfig:
+    """Text SR on TextZoom (MambaIR study): x2 models trained on its train LMDBs, scored per test split."""
     root: str                          # TextZoom LMDB folder; "" = the embedded rendered set
-    models: tuple[str, ...]            # text-SR models (x2)
+    models: tuple[ModelRun, ...]       # text-SR models (x2), trained by `csrbench textzoom-train`
     recognizer: Literal["tesseract", "crnn", "aster", "moran"]
     recognizer_weights: str            # local weights for crnn/aster/moran; "" for tesseract
-    iterations: int
-    batch_size: int
+    iterations: int                    # replace train.iterations for text SR
+    batch_size: int                    # replaces train.batch_size (and is the scoring batch)
+    loss: Literal["l1", "charbonnier"]  # replaces train.loss
+
+    def __post_init__(self):
+        _check(self.iterations >= 1, "iterations", "must be >= 1")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ from harness.evaluate import build_model, scan_backend, super_resolve
 from harness.losses import build_loss
 from harness.metrics import psnr_y
 
-__all__ = ["run", "get_lr", "fingerprint", "CURVE_HEADER", "CKPT_KEYS"]
+__all__ = ["run", "get_lr", "fingerprint", "TrainData", "image_data", "CURVE_HEADER", "CKPT_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,18 @@ def get_lr(it: int, t: Any) -> float:
     return t.lr * t.gamma ** sum(1 for m in t.milestones if it >= m)
 
 
-def fingerprint(cfg: Any, model: str, model_config: dict, degradation: Any, scale: int) -> dict[str, Any]:
-    """Everything that decides the trained weights; ``final.pt`` / checkpoints are reused only if it matches."""
+def fingerprint(cfg: Any, model: str, model_config: dict, degradation: Any, scale: int,
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that decides the trained weights; ``final.pt`` / checkpoints are reused only if it matches.
+
+    ``data`` describes the training data (:attr:`TrainData.fingerprint`); default: the image folders'.
+    """
     t = cfg.to_dict()["train"]
+    if data is None:
+        data = {"train": cfg.data.train, "patch_size": cfg.data.patch_size, "sub_images": cfg.data.sub_images}
     return json.loads(json.dumps({
         "model": model, "model_config": model_config, "scale": scale, "degradation": degradation.tag,
-        "train": {k: t[k] for k in _RESULT_KEYS},
-        "data": {"train": cfg.data.train, "patch_size": cfg.data.patch_size, "sub_images": cfg.data.sub_images},
+        "train": {k: t[k] for k in _RESULT_KEYS}, "data": data,
     }))
 
 
@@ -191,19 +196,43 @@ def _history_row(history: list[list], iteration: int) -> list:
     return history[-1]
 
 
-def _data_dirs(data: Path, cfg: Any, scale: int, degradation: Any) -> tuple[Path, Path]:
-    from harness.data.loader import train_dirs
-    hr, lr = train_dirs(data, cfg.data.train, scale, degradation.tag, cfg.data.sub_images)
-    for d, hint in ((hr, "csrbench prepare"), (lr, "csrbench degrade")):
-        if not d.is_dir():
-            raise FileNotFoundError(f"{d}: training images not found (run `{hint}` first)")
-    return hr, lr
+class TrainData(NamedTuple):
+    """What the loop trains and validates on (built lazily: the data is read only if training runs).
+
+    ``dataset()``: a Dataset whose sample ``k`` -> ``(lr, hr)`` float tensors is a pure function of
+    (``train.seed``, k) (the harness.data.loader contract that makes resume exact).
+    ``val_pairs()``: ``[(name, lr uint8 HxWx3, hr uint8)]``, the validation images.
+    ``fingerprint``: what in the data decides the weights (goes into :func:`fingerprint`).
+    """
+    dataset: Callable[[], torch.utils.data.Dataset]
+    val_pairs: Callable[[], list]
+    fingerprint: dict[str, Any]
+
+
+def image_data(cfg: Any, data: Path, scale: int, degradation: Any) -> TrainData:
+    """The default :class:`TrainData`: seeded patches of ``<data>/hr|lr/<data.train>``, validation on ``data.test[0]``."""
+    from harness.data.loader import PairedPatches, load_pairs, train_dirs
+
+    def dataset() -> torch.utils.data.Dataset:
+        hr, lr = train_dirs(data, cfg.data.train, scale, degradation.tag, cfg.data.sub_images)
+        for d, hint in ((hr, "csrbench prepare"), (lr, "csrbench degrade")):
+            if not d.is_dir():
+                raise FileNotFoundError(f"{d}: training images not found (run `{hint}` first)")
+        return PairedPatches(hr, lr, scale=scale, patch_size=cfg.data.patch_size, seed=cfg.train.seed)
+
+    def val_pairs() -> list:
+        ds = cfg.data.test[0]
+        pairs = load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
+        return pairs[: cfg.train.val_images]
+
+    return TrainData(dataset, val_pairs, {"train": cfg.data.train, "patch_size": cfg.data.patch_size,
+                                          "sub_images": cfg.data.sub_images})
 
 
 # ----------------------------------------------------------------------------- the stage
 
 def run(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: Path, data: Path,
-        resume: bool = True, device: torch.device | str = "cpu") -> Path:
+        resume: bool = True, device: torch.device | str = "cpu", train_data: TrainData | None = None) -> Path:
     """Train ``model`` on one degradation; write checkpoints, ``final.pt``, ``train.json`` and the curves CSV.
 
     Args:
@@ -216,6 +245,8 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: P
         data: the data folder (``hr/``, ``lr/``).
         resume: continue from the newest valid checkpoint in ``out`` (else start afresh, deleting old ones).
         device: torch device (under torchrun with CUDA, each rank uses ``cuda:LOCAL_RANK``).
+        train_data: what to train on; default :func:`image_data` of ``data`` (``csrbench textzoom-train``
+            passes TextZoom's).
 
     Returns:
         Path of ``final.pt``.
@@ -243,16 +274,18 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: P
         if t.batch_size % world:
             raise ValueError(f"train.batch_size {t.batch_size} must be divisible by WORLD_SIZE {world}")
     try:
-        return _train(cfg, model, degradation, scale, out, curves, Path(data), resume, device, ddp, rank, world)
+        if train_data is None:
+            train_data = image_data(cfg, Path(data), scale, degradation)
+        return _train(cfg, model, degradation, scale, out, curves, train_data, resume, device, ddp, rank, world)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: Path, data: Path, resume: bool,
-           device: torch.device, ddp: bool, rank: int, world: int) -> Path:
+def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: Path, train_data: TrainData,
+           resume: bool, device: torch.device, ddp: bool, rank: int, world: int) -> Path:
     """The loop itself, on one rank (see :func:`run` for the arguments)."""
-    from harness.data.loader import PairedPatches, batch_sampler, load_pairs
+    from harness.data.loader import batch_sampler
     from harness.provenance import write_json
 
     t = cfg.train
@@ -264,7 +297,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
     random.seed(t.seed)
     np.random.seed(t.seed % 2**32)
     raw_model, model_config = build_model(model)
-    fp = fingerprint(cfg, model, model_config, degradation, scale)
+    fp = fingerprint(cfg, model, model_config, degradation, scale, train_data.fingerprint)
     fp_resume = {**fp, "train": {k: v for k, v in fp["train"].items() if k != "iterations"}}
 
     # -- already done? (idempotent under dvc repro; --no-resume always trains afresh)
@@ -327,8 +360,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
         net = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # -- data: sample k of the stream depends only on (seed, k); this rank takes its slice of each batch
-    hr_dir, lr_dir = _data_dirs(data, cfg, scale, degradation)
-    dataset = PairedPatches(hr_dir, lr_dir, scale=scale, patch_size=cfg.data.patch_size, seed=t.seed)
+    dataset = train_data.dataset()
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler(start, t.batch_size, rank=rank, world_size=world),
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
@@ -381,9 +413,7 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
         if not master:
             return
         if val_pairs is None:
-            ds = cfg.data.test[0]
-            val_pairs = load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
-            val_pairs = val_pairs[: t.val_images]
+            val_pairs = train_data.val_pairs()
         value = _validate(ema if ema is not None else raw_model, val_pairs, scale, cfg.evaluate, device)
         _history_row(history, it)[3] = value
         _write_curves(curves, history)

@@ -96,6 +96,7 @@ CASES = [
     (2, 6, 5, 130, None, True, False, True, True, False),  # 3-D B/C, > 2 checkpoint chunks
     (1, 4, 4, 100, 1, False, True, False, True, True),
     (2, 8, 2, 33, 2, True, False, False, False, True),
+    (2, 90, 16, 70, 2, True, True, True, True, True),  # 45 channels per group: one full forward block of 32 + 13
 ]
 
 

@@ -38,9 +38,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torch.utils.data import Dataset
 
+from harness.data.loader import EFFECTIVELY_INFINITE
+
 __all__ = [
     "HR_SIZE", "LR_SIZE", "TRAIN_SPLITS", "TEST_SPLITS", "SMOKE_WORDS", "SMOKE_LEVELS",
-    "TextZoomError", "split_path", "read_lmdb_count", "read_sample", "write_lmdb", "TextZoomPairs",
+    "TextZoomError", "split_path", "read_lmdb_count", "read_sample", "write_lmdb", "TextZoomPairs", "TextZoomTrain",
+    "as_uint8_pairs",
     "render_word", "degrade_word", "make_smoke_textzoom", "prepare_embedded", "embedded_root",
     "resolve_root",
 ]
@@ -233,6 +236,54 @@ class TextZoomPairs(Dataset):
         with _open(self.path).begin() as txn:
             hr, lr, label = _get(txn, self.path, i + 1)
         return _to_tensor(lr, LR_SIZE), _to_tensor(hr, HR_SIZE), label
+
+
+class TextZoomTrain(Dataset):
+    """TextZoom training stream for ``harness.train``: sample ``k`` -> ``(lr, hr)``, a pure function of (seed, k).
+
+    Draws uniformly (``numpy.random.default_rng([seed, k])``) from the concatenation of the training
+    splits present under ``root`` (``train1``, and ``train2`` when it exists), whole 64x16 / 128x32
+    crops, no augmentation (a flipped word is no longer the word). Unbounded, like
+    ``harness.data.loader.PairedPatches``.
+
+    Args:
+        root: TextZoom root (``root/train1``, ``root/train2``).
+        seed: ``train.seed``.
+    """
+
+    def __init__(self, root: str | Path, seed: int):
+        self.splits = [TextZoomPairs(split_path(root, s)) for s in TRAIN_SPLITS if split_path(root, s).is_dir()]
+        if not self.splits:
+            raise TextZoomError(f"{Path(root)}: no TextZoom training split ({' or '.join(TRAIN_SPLITS)}). {_WHERE}")
+        self.counts = [len(s) for s in self.splits]
+        self.total = sum(self.counts)
+        if self.total == 0:
+            raise TextZoomError(f"{Path(root)}: the TextZoom training splits hold no samples")
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return EFFECTIVELY_INFINITE
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if k < 0:
+            raise IndexError(f"sample number must be >= 0, got {k}")
+        i = int(np.random.default_rng([self.seed, int(k)]).integers(self.total))
+        for split, n in zip(self.splits, self.counts):
+            if i < n:
+                lr, hr, _ = split[i]
+                return lr, hr
+            i -= n
+        raise AssertionError("unreachable")
+
+
+def as_uint8_pairs(ds: TextZoomPairs, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first ``n`` samples of ``ds`` as ``(label, lr, hr)`` uint8 HxWx3 (validation pairs for harness.train)."""
+    out = []
+    for i in range(min(n, len(ds))):
+        lr, hr, label = ds[i]
+        lr, hr = ((t.numpy().transpose(1, 2, 0) * 255.0).round().astype(np.uint8) for t in (lr, hr))
+        out.append((f"{i:09d}_{label}", lr, hr))
+    return out
 
 
 # ----------------------------------------------------------------------------- embedded smoke set
