@@ -13,7 +13,7 @@ PSNR/SSIM are :func:`harness.metrics.psnr_y` / :func:`harness.metrics.ssim_y` wi
 :func:`harness.recognition.accuracy` (TextZoom's ``str_filt`` exact match). The
 ``average`` row weights splits by their sample counts, as TextZoom's table does.
 
-Output: ``results/textzoom/<model>.json`` = {provenance, model, checkpoint, profile,
+Output: ``results/textzoom/<model>.json`` = {provenance, model, checkpoint, trained, profile,
 recognizer, root, crop_border, splits: {<split>: {n, sr: {psnr_y, ssim_y, accuracy},
 bicubic: {psnr_y, ssim_y, accuracy}, hr: {accuracy}, words: [{label, sr, bicubic, hr}]}},
 average: {...}}.
@@ -169,8 +169,15 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
     recognizer = build_recognizer(cfg.textzoom.recognizer, cfg.textzoom.recognizer_weights)
     net = models.build(model)
     loaded = load_checkpoint(net, checkpoint) if checkpoint is not None else None
+    trained: dict[str, Any] = {}
     if loaded is None:
         log.warning("textzoom: no checkpoint for %s: scoring the untrained network", model)
+    else:  # what `csrbench textzoom-train` recorded in final.pt (absent in foreign weights files)
+        meta = torch.load(loaded, map_location="cpu", weights_only=True)
+        if isinstance(meta, dict) and isinstance(meta.get("fingerprint"), dict):
+            fp = meta["fingerprint"]
+            trained = {"iterations": meta.get("iterations"), "data": fp.get("data"),
+                       "loss": fp.get("train", {}).get("loss"), "batch_size": fp.get("train", {}).get("batch_size")}
     net = net.to(device).eval()
     splits = {}
     for split in tz.TEST_SPLITS:
@@ -185,6 +192,7 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
     payload = {
         "model": model,
         "checkpoint": str(loaded) if loaded is not None else None,
+        "trained": trained or None,   # iterations, training data, loss, batch of the checkpoint (csrbench's own)
         "profile": cfg.profile,
         "recognizer": cfg.textzoom.recognizer,
         "recognizer_crashes": getattr(recognizer, "crashes", 0),  # crops read as "" after an engine crash

@@ -160,3 +160,31 @@ def test_paper_profile_results_have_no_smoke_banner(tmp_path):
                       checkpoints=tmp_path / "models", build="test_report:build_standin").read_text()
     assert "SMOKE PROFILE" not in page and "unfinished" not in page.split("<main>")[1].split("</nav>")[0]
     assert '<span class="o" title="ours">25.21</span><span class="d" title="ours - paper">+0.01</span>' in page
+
+
+def test_textzoom_table_and_curves(fixture_tree):
+    cfg, results, data, models = fixture_tree
+    split = {"n": 4, "sr": {"psnr_y": 21.5, "ssim_y": 0.81, "accuracy": 0.75},
+             "bicubic": {"psnr_y": 20.25, "ssim_y": 0.7, "accuracy": 0.5}, "hr": {"accuracy": 1.0}}
+    write_json(results / "textzoom" / "mambair_x2_smoke.json", {
+        "model": "mambair_x2_smoke", "checkpoint": "models/textzoom/mambair_x2_smoke/final.pt", "profile": "smoke",
+        "trained": {"iterations": 40, "loss": "charbonnier"}, "recognizer": "tesseract", "embedded": True,
+        "root": "data/raw/textzoom_embedded", "splits": {s: split for s in ("easy", "medium", "hard")},
+        "average": {"n": 12, **{k: split[k] for k in ("sr", "bicubic", "hr")}}}, cfg=cfg)
+    write_csv(results / "curves" / "textzoom" / "mambair_x2_smoke.csv", ["iteration", "loss", "lr", "val_psnr_y"],
+              [[20, 0.2, 2e-4, ""], [40, 0.1, 2e-4, 19.0]])
+    page = _render(fixture_tree)
+    tzp = page[page.index('<section id="textzoom">'):page.index('<section id="complexity">')]
+    assert '<table class="textzoom"' in tzp and tzp.count("<tr>") == 2 + 4        # header rows + 4 splits
+    assert "<b>0.750</b>" in tzp and ">0.500<" in tzp and ">1.000<" in tzp and "<b>21.50</b>" in tzp
+    assert "40 it charbonnier" in tzp and "embedded rendered set" in tzp
+    assert "unfinished 40/" in tzp and 'class="badge smoke"' in tzp               # short of textzoom.iterations
+    curves = page[page.index('id="curves"'):page.index('id="codecs"')]
+    assert "textzoom" in curves and "mambair_x2_smoke" in curves
+
+
+def test_no_textzoom_results_say_which_stage_makes_them(tmp_path):
+    page = render.run(smoke_cfg(), tmp_path / "results", tmp_path / "data", tmp_path / "index.html",
+                      checkpoints=tmp_path / "models", build="test_report:build_standin").read_text()
+    tzp = page[page.index('<section id="textzoom">'):page.index('<section id="complexity">')]
+    assert "csrbench textzoom-train" in tzp and '<table class="textzoom"' not in tzp

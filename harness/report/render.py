@@ -91,11 +91,11 @@ def _png_of(img: np.ndarray) -> bytes:
 
 
 @lru_cache(maxsize=None)
-def _profile_iterations(profile: str) -> int | None:
-    """``train.iterations`` of a shipped preset (the target a finished run reached)."""
+def _profile_iterations(profile: str, section: str = "train") -> int | None:
+    """``<section>.iterations`` of a shipped preset (the target a finished run reached)."""
     from harness.config import load, profile_path
     try:
-        return load(profile_path(profile)).train.iterations
+        return getattr(load(profile_path(profile)), section).iterations
     except Exception:  # noqa: BLE001 - unknown profile names just get no target
         return None
 
@@ -104,16 +104,20 @@ def _profile_of(rec: dict[str, Any]) -> str | None:
     return rec.get("profile") or (rec.get("provenance") or {}).get("profile")
 
 
-def badges_of(rec: dict[str, Any] | None) -> list[dict[str, str]]:
-    """Labels a result row carries: ``smoke`` and/or ``unfinished`` (with the iteration count)."""
+def badges_of(rec: dict[str, Any] | None, iterations: Any = None, section: str = "train") -> list[dict[str, str]]:
+    """Labels a result row carries: ``smoke`` and/or ``unfinished`` (with the iteration count).
+
+    ``iterations`` defaults to the record's own; ``section`` names the params section whose
+    ``iterations`` is the target (``textzoom`` for text SR runs).
+    """
     if not rec:
         return []
     out = []
     profile = _profile_of(rec)
     if profile == "smoke":
         out.append({"cls": "smoke", "text": "smoke"})
-    it = rec.get("iterations")
-    target = _profile_iterations(profile) if profile else None
+    it = rec.get("iterations") if iterations is None else iterations
+    target = _profile_iterations(profile, section) if profile else None
     if isinstance(it, int) and target and it < target:
         out.append({"cls": "unfinished", "text": f"unfinished {it}/{target} it"})
     return out
@@ -308,6 +312,34 @@ def classic_section(metrics: dict) -> dict[str, Any]:
     return {"rows": rows, "datasets": datasets}
 
 
+def textzoom_section(results: Path) -> dict[str, Any]:
+    """Text SR rows from ``results/textzoom/<model>.json``: per split, recognition accuracy and PSNR/SSIM-Y
+    of the model's SR, of bicubic, and the recogniser on HR (its upper bound)."""
+    rows = []
+    splits = ["easy", "medium", "hard", "average"]
+    f = (lambda v, d: DASH if _num(v) is None else f"{_num(v):.{d}f}")
+    for path in sorted((Path(results) / "textzoom").glob("*.json")):
+        rec = _read_json(path)
+        if rec is None or "splits" not in rec:
+            continue
+        by = {**rec["splits"], "average": rec.get("average", {})}
+        trained = rec.get("trained") or {}
+        cells = []
+        for sp in splits:
+            s = by.get(sp) or {}
+            sr, bic, hr = s.get("sr", {}), s.get("bicubic", {}), s.get("hr", {})
+            cells.append({"n": s.get("n"), "acc_sr": f(sr.get("accuracy"), 3), "acc_bicubic": f(bic.get("accuracy"), 3),
+                          "acc_hr": f(hr.get("accuracy"), 3), "psnr_sr": f(sr.get("psnr_y"), 2),
+                          "psnr_bicubic": f(bic.get("psnr_y"), 2), "ssim_sr": f(sr.get("ssim_y"), 4),
+                          "ssim_bicubic": f(bic.get("ssim_y"), 4)})
+        rows.append({"model": rec.get("model", path.stem), "cells": cells, "recognizer": rec.get("recognizer"),
+                     "embedded": rec.get("embedded"), "root": rec.get("root"),
+                     "trained_iterations": trained.get("iterations"), "loss": trained.get("loss"),
+                     "untrained": rec.get("checkpoint") is None,
+                     "badges": badges_of(rec, trained.get("iterations"), "textzoom")})
+    return {"rows": rows, "splits": splits}
+
+
 # ----------------------------------------------------------------------------- complexity / erf / curves
 
 _KIND_LABEL = {("params_m", "true"): "params, true", ("params_m", "paper_method"): "params, paper method",
@@ -403,8 +435,10 @@ def curves_section(results: Path) -> list[dict[str, Any]]:
     """One PNG per run tag (x<s>_<codec>_<level>): loss and validation PSNR-Y of every model."""
     runs: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for path in sorted((Path(results) / "curves").glob("*/*.csv")):
+        # results/curves/<model>/<tag>.csv, and results/curves/textzoom/<model>.csv for text SR
+        tag, model = ("textzoom", path.stem) if path.parent.name == "textzoom" else (path.stem, path.parent.name)
         try:
-            runs[path.stem].append((path.parent.name, _read_curve(path)))
+            runs[tag].append((model, _read_curve(path)))
         except (OSError, csv.Error, UnicodeDecodeError) as e:
             log.warning("report: skipping %s (%s)", path, e)
     if not runs:
@@ -619,6 +653,7 @@ def gather(cfg: Any, results: Path, data: Path, checkpoints: Path = Path("models
         "table1": table1_section(metrics, complexity, scale=cfg.degrade.scale),
         "ablations": ablation_section(metrics, complexity, cfg.degrade.scale, abl.codec, abl.level),
         "classic": classic_section(metrics),
+        "textzoom": textzoom_section(results),
         "complexity": complexity_section(complexity),
         "erf": erf_section(results),
         "curves": curves_section(results),
