@@ -8,10 +8,9 @@ A recogniser maps a list of ``HxWx3 uint8 RGB`` crops to a list of strings
   ``tesseract-ocr`` + ``tesseract-ocr-eng``) in single-line mode (``--psm 7``), on crops
   upscaled x4 (bicubic). One process reads a whole batch from a list file; the TSV
   output's ``page_num`` maps words back to images.
-- :class:`CRNN`, :class:`ASTER`, :class:`MORAN`: TextZoom's recognisers. Their weights
-  are not downloadable here; the classes check the local file given in
-  ``textzoom.recognizer_weights`` and then raise ``NotImplementedError``: the networks
-  are not implemented yet.
+- :class:`CRNN`, :class:`ASTER`, :class:`MORAN`: TextZoom's recognisers, networks in
+  :mod:`harness.recognizers`. Their weights are not downloadable here: the classes load the
+  local file given in ``textzoom.recognizer_weights`` (the error says where to get it).
 
 Reference: JasonBoy1/TextZoom @ f5b887b3be7c94db85a2687824c9c8eb06b4b6c3,
 ``src/utils/util.py`` (``str_filt``) and ``src/interfaces/super_resolution.py``
@@ -20,6 +19,7 @@ carries no license file. Written anew here.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import string
@@ -160,12 +160,12 @@ class Tesseract:
 
 
 class _WeightsRecognizer:
-    """Shared weights check of the learned recognisers (not implemented past it)."""
+    """A learned recogniser of ``harness.recognizers.<name>``, from a local weights file."""
     name = ""
     expected = ""
     origin = ""
 
-    def __init__(self, weights: str | Path):
+    def __init__(self, weights: str | Path, device: str = "cpu"):
         if not weights:
             raise RecognizerError(
                 f"textzoom.recognizer is {self.name!r} but textzoom.recognizer_weights is empty: set it to the "
@@ -175,28 +175,37 @@ class _WeightsRecognizer:
             raise RecognizerError(
                 f"textzoom.recognizer_weights: {p} not found; expected {self.expected} from {self.origin}")
         self.weights = p
-        raise NotImplementedError(
-            f"{type(self).__name__} recogniser ({self.origin}): the network is not implemented yet; "
-            f"weights file {p} was found. Use textzoom.recognizer: tesseract")
+        try:
+            module = importlib.import_module(f"harness.recognizers.{self.name}")
+        except ModuleNotFoundError as e:
+            raise NotImplementedError(f"{type(self).__name__} recogniser: harness/recognizers/{self.name}.py "
+                                      f"is missing ({e}); use textzoom.recognizer: tesseract") from None
+        try:
+            self._impl = module.load(p, device)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise RecognizerError(f"textzoom.recognizer_weights: {p} could not be loaded as {self.expected} "
+                                  f"({self.origin}): {e}") from None
 
-    def recognize(self, images: list[np.ndarray]) -> list[str]:  # pragma: no cover - unreachable
-        raise NotImplementedError(f"{type(self).__name__}.recognize: not implemented yet")
+    def recognize(self, images: list[np.ndarray]) -> list[str]:
+        """Read each crop; see :class:`Recognizer`."""
+        _check_images(images)
+        return self._impl.recognize(list(images)) if images else []
 
 
 class CRNN(_WeightsRecognizer):
-    """CRNN (Shi et al. 2016), TextZoom's ``crnn.pth``. Not implemented yet past the weights check."""
+    """CRNN (Shi et al. 2017), TextZoom's ``crnn.pth``: :mod:`harness.recognizers.crnn`."""
     name, expected = "crnn", "crnn.pth"
     origin = "https://github.com/meijieru/crnn.pytorch (as TextZoom's TRAIN.VAL.crnn_pretrained)"
 
 
 class ASTER(_WeightsRecognizer):
-    """ASTER (Shi et al. 2018), TextZoom's ``demo.pth.tar``. Not implemented yet past the weights check."""
+    """ASTER (Shi et al. 2018), TextZoom's ``demo.pth.tar``: :mod:`harness.recognizers.aster`."""
     name, expected = "aster", "demo.pth.tar"
     origin = "https://github.com/ayumiymk/aster.pytorch (as TextZoom's TRAIN.VAL.rec_pretrained)"
 
 
 class MORAN(_WeightsRecognizer):
-    """MORAN v2 (Luo et al. 2019), TextZoom's ``moran.pth``. Not implemented yet past the weights check."""
+    """MORAN v2 (Luo et al. 2019), TextZoom's ``moran.pth``: :mod:`harness.recognizers.moran`."""
     name, expected = "moran", "moran.pth"
     origin = "https://github.com/Canjie-Luo/MORAN_v2 (as TextZoom's TRAIN.VAL.moran_pretrained)"
 
@@ -204,16 +213,16 @@ class MORAN(_WeightsRecognizer):
 RECOGNIZERS = {"tesseract": Tesseract, "crnn": CRNN, "aster": ASTER, "moran": MORAN}
 
 
-def build_recognizer(name: str, weights: str = "") -> Recognizer:
+def build_recognizer(name: str, weights: str = "", device: str = "cpu") -> Recognizer:
     """The recogniser ``textzoom.recognizer`` names; ``weights`` is ``textzoom.recognizer_weights``.
 
     Raises:
         ValueError: unknown name.
-        RecognizerError: missing binary or weights (message says where they come from).
-        NotImplementedError: crnn/aster/moran networks (after the weights check).
+        RecognizerError: missing binary or weights, or weights that do not fit the network
+            (the message says where they come from).
     """
     if name not in RECOGNIZERS:
         raise ValueError(f"unknown recogniser {name!r}; choose one of {', '.join(RECOGNIZERS)}")
     if name == "tesseract":
         return Tesseract()
-    return RECOGNIZERS[name](weights)
+    return RECOGNIZERS[name](weights, device)

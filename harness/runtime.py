@@ -15,7 +15,10 @@ __all__ = ["resolve_device", "seed_everything", "setup_logging"]
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error.
 
-    Under torchrun, ``cuda`` means the rank's own GPU (``LOCAL_RANK``).
+    Under torchrun, ``cuda`` means the rank's own GPU (``LOCAL_RANK``). Otherwise, on a machine
+    with several visible GPUs, the one with the most free memory: so the runs that
+    ``dvc queue start -j N`` starts side by side spread over the GPUs (``CUDA_VISIBLE_DEVICES``
+    still restricts the choice).
     """
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
@@ -24,7 +27,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch.cuda.is_available() is False "
                            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    n = torch.cuda.device_count()
+    if n <= 1:
+        return torch.device("cuda", 0)
+    free = [torch.cuda.mem_get_info(i)[0] for i in range(n)]
+    return torch.device("cuda", max(range(n), key=lambda i: (free[i], -i)))
 
 
 def seed_everything(seed: int) -> None:

@@ -166,7 +166,7 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
 
     root = Path(root) if root is not None else tz.resolve_root(cfg)
     device = torch.device(device)
-    recognizer = build_recognizer(cfg.textzoom.recognizer, cfg.textzoom.recognizer_weights)
+    recognizer = build_recognizer(cfg.textzoom.recognizer, cfg.textzoom.recognizer_weights, str(device))
     net = models.build(model)
     loaded = load_checkpoint(net, checkpoint) if checkpoint is not None else None
     trained: dict[str, Any] = {}

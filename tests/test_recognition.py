@@ -28,14 +28,14 @@ def test_missing_tesseract_names_packages(monkeypatch):
 
 
 @pytest.mark.parametrize("name,expected", [("crnn", "crnn.pth"), ("aster", "demo.pth.tar"), ("moran", "moran.pth")])
-def test_learned_recognizers_check_weights_then_not_implemented(tmp_path, name, expected):
+def test_learned_recognizers_say_where_weights_come_from(tmp_path, name, expected):
     with pytest.raises(rec.RecognizerError, match=rf"textzoom.recognizer_weights.*{expected}"):
         rec.build_recognizer(name, "")
     with pytest.raises(rec.RecognizerError, match=rf"(?s)nope.pth.*{expected}.*github.com"):
         rec.build_recognizer(name, str(tmp_path / "nope.pth"))
     w = tmp_path / expected
-    w.write_bytes(b"\0")
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
+    w.write_bytes(b"\0")  # not a checkpoint
+    with pytest.raises(rec.RecognizerError, match=rf"(?s){expected}.*could not be loaded.*github.com"):
         rec.build_recognizer(name, str(w))
     with pytest.raises(ValueError, match="unknown recogniser"):
         rec.build_recognizer("crnnn")

@@ -152,7 +152,7 @@ def test_textzoom_eval_run(tmp_path, monkeypatch):
     from harness import provenance, textzoom_eval
     root = tz.make_smoke_textzoom(tmp_path / "tz", n_train=2, n_test=5, seed=0)
     table = [tz.read_sample(tz.split_path(root, s), i)[::2] for s in tz.TEST_SPLITS for i in range(1, 6)]
-    monkeypatch.setattr(textzoom_eval, "build_recognizer", lambda name, weights: _FakeRecognizer(table))
+    monkeypatch.setattr(textzoom_eval, "build_recognizer", lambda name, weights, device="cpu": _FakeRecognizer(table))
     fake_models = types.SimpleNamespace(build=lambda name, **kw: _TinyX2())
     monkeypatch.setitem(sys.modules, "harness.models", fake_models)
     import harness
