@@ -27,8 +27,10 @@ GradScaler, every rank's RNG state, the loss history and the partial log window.
 So a run killed (even with SIGKILL) and resumed with ``--resume`` (default) ends
 with the same weights and history as an uninterrupted one, and 2 DDP ranks with
 batch ``B/2`` each match 1 process with batch ``B`` to float tolerance. Resume uses
-the newest checkpoint that loads (a truncated file is skipped with a warning) and
-refuses one made with other settings (all but ``iterations`` must match). A run
+the newest checkpoint that loads (a truncated file is skipped with a warning). A run
+made with other settings (all but ``iterations`` must match: a params edit, a queued
+``dvc exp``) is moved to ``<out>/superseded/`` (replacing the one set aside before) and
+training starts afresh. A run
 whose ``final.pt`` matches the settings returns at once (idempotent ``dvc repro``).
 
 Per-iteration cost is kept to the network: the loss stays on the device (no
@@ -73,6 +75,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -181,6 +184,23 @@ def _validate(net: nn.Module, pairs: list, scale: int, ev: Any, device: torch.de
             for _, lr, hr in pairs]
     net.train(was_training)
     return float(np.mean(vals))
+
+
+SUPERSEDED = "superseded"
+
+
+def _set_aside(out: Path, why: str) -> Path:
+    """Move the run in ``out`` (checkpoints, final.pt, train.json) to ``out/superseded/``, replacing the
+    previous set-aside run; nothing finished is deleted by a settings change, at most the one before it."""
+    dest = out / SUPERSEDED
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for p in [p for _, p in list_checkpoints(out)] + [out / FINAL_NAME, out / "train.json"]:
+        if p.is_file():
+            p.replace(dest / p.name)
+    log.warning("%s; moved that run to %s and training afresh", why, dest)
+    return dest
 
 
 def _write_curves(path: Path, history: list[list]) -> None:
@@ -331,11 +351,16 @@ def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves
     start, history, window, wall_before, last_good = 0, [], [], 0.0, None
     torch.manual_seed(t.seed + rank)   # training stream of this rank (drop-path etc.)
     found = find_newest_valid(out, CKPT_KEYS) if resume else None
+    if found is not None and found[1]["fingerprint"] != fp_resume:
+        # settings changed (dvc repro after a params edit, a queued experiment): keep the old run, start afresh
+        if master:
+            _set_aside(out, f"{found[0].name} was made with other settings "
+                            f"({'; '.join(_diff(found[1]['fingerprint'], fp_resume))})")
+        if ddp:
+            dist.barrier()
+        found = None
     if found is not None:
         last_good, ck = found
-        if ck["fingerprint"] != fp_resume:
-            raise RuntimeError(f"{last_good} was made with other settings ({'; '.join(_diff(ck['fingerprint'], fp_resume))}); "
-                               f"rerun with --no-resume to start afresh, or restore the settings")
         if ck["iteration"] > t.iterations:
             raise RuntimeError(f"{last_good} is at iteration {ck['iteration']}, past train.iterations {t.iterations}")
         raw_model.load_state_dict(ck["model"])

@@ -120,12 +120,17 @@ def test_nan_loss_stops_naming_iteration_and_last_good_checkpoint(root):
     assert not (root / "run" / "final.pt").exists()
 
 
-def test_resume_refuses_other_settings_and_no_resume_starts_afresh(root):
+def test_other_settings_set_the_old_run_aside_and_no_resume_starts_afresh(root, caplog):
     train.run(K.make_cfg(iterations=8), resume=True, **K.train_kwargs(root))
     (root / "run" / "final.pt").unlink()
+    old = sorted(p.name for _, p in list_checkpoints(root / "run"))
     other = K.make_cfg(iterations=8, lr=5e-4)
-    with pytest.raises(RuntimeError, match=r"train\.lr: 0\.001 -> 0\.0005.*--no-resume"):
-        train.run(other, resume=True, **K.train_kwargs(root))
+    train.run(other, resume=True, **K.train_kwargs(root))
+    assert "train.lr: 0.001 -> 0.0005" in caplog.text and "superseded" in caplog.text
+    assert read_json(root / "run" / "train.json")["resumed_from"] == 0           # trained afresh
+    kept = sorted(p.name for p in (root / "run" / "superseded").iterdir())
+    assert kept == sorted(old + ["train.json"])                                  # the old run is kept
+    assert load_checkpoint(root / "run" / "superseded" / old[-1])["fingerprint"]["train"]["lr"] == 1e-3
     train.run(other, resume=False, **K.train_kwargs(root))
     assert load_checkpoint(root / "run" / "final.pt")["fingerprint"]["train"]["lr"] == 5e-4
     assert read_json(root / "run" / "train.json")["resumed_from"] == 0
