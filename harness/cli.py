@@ -238,15 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _limit_threads(cfg, command: str) -> None:
     """Smoke profile: one CPU thread for torch and numba unless the user chose otherwise.
 
-    Not for ``bench`` (a benchmark measures the machine with all its cores, and records the count)
-    nor ``complexity`` (it runs the paper-size networks: 2 threads took it from 111 s to 95 s on 2 cores).
+    Not for ``bench``: a benchmark measures the machine with all its cores (and records the count).
 
     Measured on 2 cores: the smoke models are so small that two threads cost more in
     synchronisation than they gain (mambacsr_smoke fwd+bwd 0.61 s with 1 thread, 10.8 s
     with 2 under load), and numba's and torch's OpenMP pools fight over the cores. Must run
     before torch or numba is imported; OMP_NUM_THREADS / NUMBA_NUM_THREADS set by the user win.
     """
-    if cfg is None or cfg.profile != "smoke" or command in ("bench", "complexity"):
+    if cfg is None or cfg.profile != "smoke" or command == "bench":
         return
     if "torch" in sys.modules or "numba" in sys.modules:
         return  # called in-process (e.g. from tests): numba refuses a thread change once launched
