@@ -203,7 +203,8 @@ class _ResNetASTER(nn.Module):
         for i in range(1, 6):
             f = getattr(self, f"layer{i}")(f)
         if f.shape[2] != 1:
-            raise ValueError(f"ASTER: the conv features must be 1 high, got {tuple(f.shape)} for input {tuple(x.shape)}")
+            raise ValueError(f"ASTER: the conv features must be 1 high, got {tuple(f.shape)} "
+                             f"for input {tuple(x.shape)}")
         y, _ = self.rnn(f.squeeze(2).transpose(1, 2))   # (B, W/4, 512)
         return y
 
@@ -395,14 +396,18 @@ def prepare(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def ids_to_strings(ids: torch.Tensor, voc: list[str] = VOC, eos: int = EOS, unknown: int = UNKNOWN) -> list[str]:
-    """(B, L) class ids -> TextZoom's ``get_str_list`` strings: up to EOS, UNKNOWN dropped, ``0-9A-Za-z`` kept, lowercased."""
+    """(B, L) class ids -> TextZoom's ``get_str_list`` strings.
+
+    Symbols up to the first EOS, UNKNOWN dropped, then only ``0-9A-Za-z`` kept (PADDING and
+    punctuation go), lowercased.
+    """
     out = []
     for seq in ids.tolist():
         chars = []
         for i in seq:
             if i == eos:
                 break
-            if i != unknown and voc[i] in _KEEP:   # PADDING and punctuation are dropped too
+            if i != unknown and voc[i] in _KEEP:
                 chars.append(voc[i])
         out.append("".join(chars).lower())
     return out
