@@ -1,13 +1,16 @@
-"""Strict loading of a recogniser's released weights file (shared by crnn.py, aster.py, moran.py)."""
+"""Shared by crnn.py, aster.py, moran.py: strict loading of a released weights file, batched reading."""
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 import torch
 from torch import nn
 
-__all__ = ["load_weights"]
+__all__ = ["load_weights", "BatchRecognizer"]
 
 
 def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -40,3 +43,20 @@ def load_weights(net: nn.Module, path: Path) -> nn.Module:
                          f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
     net.load_state_dict({**own, **state})
     return net
+
+
+class BatchRecognizer:
+    """``recognize(images)``: ``decode(net(prepare(batch)))`` over batches, eval mode, no grad."""
+
+    def __init__(self, net: nn.Module, prepare: Callable[[list[np.ndarray]], torch.Tensor],
+                 decode: Callable[[torch.Tensor], list[str]], device: torch.device | str = "cpu",
+                 batch_size: int = 64):
+        self.net, self.device, self.batch_size = net.to(device).eval(), torch.device(device), batch_size
+        self.prepare, self.decode = prepare, decode
+
+    @torch.no_grad()
+    def recognize(self, images: list[np.ndarray]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(images), self.batch_size):
+            out += self.decode(self.net(self.prepare(images[i:i + self.batch_size]).to(self.device)))
+        return out

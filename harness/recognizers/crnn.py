@@ -26,16 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.recognizers._weights import load_weights
+from harness.recognizers._weights import BatchRecognizer, load_weights
 
-__all__ = ["ALPHABET", "CRNNNet", "prepare", "ctc_greedy_decode", "load", "CRNNRecognizer"]
+__all__ = ["ALPHABET", "BiLSTM", "CRNNNet", "prepare", "ctc_greedy_decode", "load"]
 
 ALPHABET = string.digits + string.ascii_lowercase  # class i >= 1; class 0 = CTC blank
 INPUT_HW = (32, 100)
 
 
-class _BiLSTM(nn.Module):
-    """Bidirectional LSTM + linear projection of each time step (official ``BidirectionalLSTM``)."""
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM + linear projection of each time step (official ``BidirectionalLSTM``; MORAN's too)."""
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int):
         super().__init__()
@@ -43,9 +43,7 @@ class _BiLSTM(nn.Module):
         self.embedding = nn.Linear(2 * n_hidden, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T, B, n_in) -> (T, B, n_out)
-        y, _ = self.rnn(x)
-        t, b, h = y.shape
-        return self.embedding(y.reshape(t * b, h)).reshape(t, b, -1)
+        return self.embedding(self.rnn(x)[0])
 
 
 class CRNNNet(nn.Module):
@@ -76,7 +74,7 @@ class CRNNNet(nn.Module):
         cnn.add_module("pooling3", nn.MaxPool2d((2, 2), (2, 1), (0, 1)))
         conv_relu(6, True)
         self.cnn = cnn
-        self.rnn = nn.Sequential(_BiLSTM(512, nh, nh), _BiLSTM(nh, nh, nclass))
+        self.rnn = nn.Sequential(BiLSTM(512, nh, nh), BiLSTM(nh, nh, nclass))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.cnn(x)
@@ -106,21 +104,6 @@ def ctc_greedy_decode(logits: torch.Tensor, alphabet: str = ALPHABET) -> list[st
     return out
 
 
-class CRNNRecognizer:
-    """Reads crops with a loaded :class:`CRNNNet` (eval mode, no grad), in batches."""
-
-    def __init__(self, net: CRNNNet, device: torch.device | str = "cpu", batch_size: int = 64):
-        self.net, self.device, self.batch_size = net.to(device).eval(), torch.device(device), batch_size
-
-    @torch.no_grad()
-    def recognize(self, images: list[np.ndarray]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            x = prepare(images[i:i + self.batch_size]).to(self.device)
-            out += ctc_greedy_decode(self.net(x))
-        return out
-
-
-def load(weights: str | Path, device: torch.device | str = "cpu") -> CRNNRecognizer:
+def load(weights: str | Path, device: torch.device | str = "cpu") -> BatchRecognizer:
     """TextZoom's CRNN from a local ``crnn.pth``."""
-    return CRNNRecognizer(load_weights(CRNNNet(), Path(weights)), device)
+    return BatchRecognizer(load_weights(CRNNNet(), Path(weights)), prepare, ctc_greedy_decode, device)

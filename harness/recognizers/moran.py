@@ -55,19 +55,19 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.recognizers._weights import load_weights
+from harness.recognizers._weights import BatchRecognizer, load_weights
+# MORAN's ASRN has the same BiLSTM module and key names (its dropout=0.3 on a one-layer LSTM has no effect);
+# TextZoom's parse_moran_data prepares the image exactly as parse_crnn_data (32x100 bicubic, grey, [0, 1])
+from harness.recognizers.crnn import BiLSTM, prepare
 
-__all__ = ["ALPHABET", "EOS", "MAX_STEPS", "MORN", "ASRN", "MORANNet", "prepare", "attention_decode", "load",
-           "MORANRecognizer"]
+__all__ = ["ALPHABET", "EOS", "MAX_STEPS", "MORN", "ASRN", "MORANNet", "prepare", "attention_decode", "load"]
 
 ALPHABET = string.digits + string.ascii_lowercase + "$"  # class i = ALPHABET[i]; "$" (36) ends a word
 EOS = "$"
-INPUT_HW = (32, 100)
 MAX_STEPS = 20  # TextZoom's dummy target: '0' * 20 per image
 
 
@@ -159,19 +159,6 @@ class ResNet(nn.Module):
         for i in range(6):
             x = getattr(self, f"block{i}")(x)
         return x
-
-
-class BiLSTM(nn.Module):
-    """Bidirectional LSTM + linear projection per step (official ``BidirectionalLSTM``; its dropout=0.3 on
-    a one-layer LSTM has no effect and is left out)."""
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int):
-        super().__init__()
-        self.rnn = nn.LSTM(n_in, n_hidden, bidirectional=True)
-        self.embedding = nn.Linear(2 * n_hidden, n_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T, B, n_in) -> (T, B, n_out)
-        return self.embedding(self.rnn(x)[0])
 
 
 class AttentionCell(nn.Module):
@@ -267,33 +254,11 @@ class MORANNet(nn.Module):
         return self.ASRN(self.MORN(x), steps, reverse)
 
 
-def prepare(images: list[np.ndarray]) -> torch.Tensor:
-    """HxWx3 uint8 RGB crops -> (B, 1, 32, 100) grey in [0, 1] as TextZoom's ``parse_moran_data`` makes it."""
-    x = torch.stack([torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).float() / 255.0 for im in images])
-    x = F.interpolate(x, INPUT_HW, mode="bicubic")
-    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-
-
 def attention_decode(logits: torch.Tensor, alphabet: str = ALPHABET) -> list[str]:
     """(B, T, C) scores -> strings: argmax per step, ``alphabet[i]`` joined, cut at the first ``$``."""
     return ["".join(alphabet[c] for c in seq).split(EOS)[0] for seq in logits.argmax(2).tolist()]
 
 
-class MORANRecognizer:
-    """Reads crops with a loaded :class:`MORANNet` (eval mode, no grad), in batches."""
-
-    def __init__(self, net: MORANNet, device: torch.device | str = "cpu", batch_size: int = 64):
-        self.net, self.device, self.batch_size = net.to(device).eval(), torch.device(device), batch_size
-
-    @torch.no_grad()
-    def recognize(self, images: list[np.ndarray]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            x = prepare(images[i:i + self.batch_size]).to(self.device)
-            out += attention_decode(self.net(x))
-        return out
-
-
-def load(weights: str | Path, device: torch.device | str = "cpu") -> MORANRecognizer:
+def load(weights: str | Path, device: torch.device | str = "cpu") -> BatchRecognizer:
     """TextZoom's MORAN from a local ``moran.pth``."""
-    return MORANRecognizer(load_weights(MORANNet(), Path(weights)), device)
+    return BatchRecognizer(load_weights(MORANNet(), Path(weights)), prepare, attention_decode, device)
