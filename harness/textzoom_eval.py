@@ -46,14 +46,14 @@ log = logging.getLogger(__name__)
 CROP_BORDER = 0
 
 
-def load_checkpoint(net: nn.Module, checkpoint: Path) -> Path:
+def load_checkpoint(net: nn.Module, checkpoint: Path) -> tuple[Path, Any]:
     """Load weights into ``net`` from a checkpoint file, or a folder's ``final.pt`` (else its newest ``*.pt``).
 
     The file may be a bare state dict or a training checkpoint dict; ``ema`` weights are
     preferred over ``model`` when present (evaluation uses EMA weights).
 
     Returns:
-        the file actually loaded.
+        the file actually loaded, and its contents (for the training facts ``final.pt`` carries).
     """
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir() and (checkpoint / FINAL_NAME).is_file():
@@ -76,7 +76,7 @@ def load_checkpoint(net: nn.Module, checkpoint: Path) -> Path:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise RuntimeError(f"{checkpoint}: weights do not fit the model: {e}") from None
-    return checkpoint
+    return checkpoint, obj
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
@@ -168,12 +168,11 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
     device = torch.device(device)
     recognizer = build_recognizer(cfg.textzoom.recognizer, cfg.textzoom.recognizer_weights, str(device))
     net = models.build(model)
-    loaded = load_checkpoint(net, checkpoint) if checkpoint is not None else None
+    loaded, meta = load_checkpoint(net, checkpoint) if checkpoint is not None else (None, None)
     trained: dict[str, Any] = {}
     if loaded is None:
         log.warning("textzoom: no checkpoint for %s: scoring the untrained network", model)
     else:  # what `csrbench textzoom-train` recorded in final.pt (absent in foreign weights files)
-        meta = torch.load(loaded, map_location="cpu", weights_only=True)
         if isinstance(meta, dict) and isinstance(meta.get("fingerprint"), dict):
             fp = meta["fingerprint"]
             trained = {"iterations": meta.get("iterations"), "data": fp.get("data"),

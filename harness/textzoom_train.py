@@ -41,12 +41,10 @@ def text_config(cfg: Any) -> Any:
 
 def textzoom_data(cfg: Any, root: Path) -> train.TrainData:
     """The :class:`harness.train.TrainData` of a TextZoom root (fingerprint: root and split sizes)."""
-    train_splits = [s for s in tz.TRAIN_SPLITS if tz.split_path(root, s).is_dir()]
-    sizes = {s: tz.read_lmdb_count(tz.split_path(root, s)) for s in train_splits}
-    if not sizes:
-        tz.TextZoomTrain(root, cfg.train.seed)  # raises the error that says where TextZoom comes from
+    stream = tz.TextZoomTrain(root, cfg.train.seed)  # reads the split sizes; says where TextZoom comes from
+    sizes = {split.path.name: n for split, n in zip(stream.splits, stream.counts)}
     return train.TrainData(
-        dataset=lambda: tz.TextZoomTrain(root, cfg.train.seed),
+        dataset=lambda: stream,
         val_pairs=lambda: tz.as_uint8_pairs(tz.TextZoomPairs(tz.split_path(root, "easy")), cfg.train.val_images),
         fingerprint={"textzoom": str(root), "train_splits": sizes},
     )

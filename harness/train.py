@@ -120,14 +120,12 @@ def get_lr(it: int, t: Any) -> float:
 
 
 def fingerprint(cfg: Any, model: str, model_config: dict, degradation: Any, scale: int,
-                data: dict[str, Any] | None = None) -> dict[str, Any]:
+                data: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides the trained weights; ``final.pt`` / checkpoints are reused only if it matches.
 
-    ``data`` describes the training data (:attr:`TrainData.fingerprint`); default: the image folders'.
+    ``data`` describes the training data (:attr:`TrainData.fingerprint`).
     """
     t = cfg.to_dict()["train"]
-    if data is None:
-        data = {"train": cfg.data.train, "patch_size": cfg.data.patch_size, "sub_images": cfg.data.sub_images}
     return json.loads(json.dumps({
         "model": model, "model_config": model_config, "scale": scale, "degradation": degradation.tag,
         "train": {k: t[k] for k in _RESULT_KEYS}, "data": data,

@@ -22,6 +22,16 @@ def _warm_up_transcendentals() -> None:
 _warm_up_transcendentals()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch at one intra-op thread for a module (small ops: threads only add sync cost, 100x on a
+    loaded 2-core box); use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

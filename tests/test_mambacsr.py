@@ -79,14 +79,7 @@ OFFICIAL_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: with 2 threads on a shared, loaded machine the OpenMP barriers of the
-    thousands of small ops in the reference scan's backward stall for seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _meta(cfg: MambaCSRConfig) -> MambaCSR:

@@ -70,13 +70,7 @@ OFFICIAL_NUM_KEYS = {"mambair": 928, "mambair_x2": 926, "mambair_light_x2": 714}
 ABSENT_KEYS = ("conv_before_upsample.0.weight", "conv_last.weight")  # not in the light model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add sync cost (100x on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _meta_model(name: str) -> m.MambaIR:

@@ -38,13 +38,7 @@ OFFICIAL = {
 N_OFFICIAL_ENTRIES = 384  # state_dict() entries of that RecognizerBuilder, counted on an instance of it
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The 100-step decoder is many small ops: one thread is faster, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _lively_net(seed: int) -> aster.ASTERNet:
