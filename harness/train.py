@@ -6,15 +6,18 @@
 with the shared ``train`` section of params.yaml: L1 (or Charbonnier, eps 1e-3),
 Adam (betas 0.9/0.99), lr 2e-4 halved at ``train.milestones``, EMA of the weights
 (validation and ``final.pt`` use the EMA), optional gradient clipping and
-bf16/fp16 autocast. The loop reads top to bottom like nanoGPT's ``train.py``: one
-``while`` loop; in order lr, eval + checkpoint, forward/backward, clip, step,
-EMA, log, stop (the ``while`` condition).
+bf16/fp16 autocast. The loop reads top to bottom like nanoGPT's ``train.py``: setup
+(:func:`build_trainer`, resume), then one ``while`` loop; in order lr, eval + checkpoint,
+one step (:func:`train_step`: forward/backward, clip, step, EMA), log, stop (the ``while``
+condition), then ``final.pt``. ``csrbench bench train`` times :func:`train_step` itself.
 
 Outputs (``--out``, default ``models/<model>/x<s>_<codec>_<level>/``)::
 
     ckpt_<iteration>.pt  the last ``train.keep_last`` checkpoints (harness/checkpoint.py)
     final.pt             EMA weights + model name/config: what ``csrbench evaluate`` loads
-    train.json           iterations, wall time, final loss, scan backend, threads (+ provenance)
+    train.json           iterations, wall time, final loss, scan backend, threads (+ provenance);
+                         ``iterations_per_second`` counts the training steps only (data, step, log
+                         points), ``iterations_per_second_wall`` adds validation and checkpoints
 
 and ``--curves`` (``results/curves/<model>/x<s>_<codec>_<level>.csv``): iteration,
 loss (mean of the iterations since the previous row), lr, val_psnr_y (empty except
@@ -71,6 +74,7 @@ References (conventions only; code written anew): karpathy/nanoGPT ``train.py``
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -78,9 +82,10 @@ import random
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -90,11 +95,13 @@ from tqdm import tqdm
 
 from harness.checkpoint import (FINAL_NAME, CheckpointError, checkpoint_path, find_newest_valid, list_checkpoints,
                                 load_checkpoint, prune_checkpoints, save_checkpoint)
+from harness.config import Config, Degradation, EvaluateConfig, TrainConfig
 from harness.evaluate import build_model, scan_backend, super_resolve
 from harness.losses import build_loss
 from harness.metrics import psnr_y
 
-__all__ = ["run", "get_lr", "fingerprint", "TrainData", "image_data", "CURVE_HEADER", "CKPT_KEYS"]
+__all__ = ["run", "get_lr", "fingerprint", "TrainData", "image_data", "Trainer", "build_trainer", "train_batches",
+           "set_lr", "train_step", "CURVE_HEADER", "CKPT_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +111,12 @@ CKPT_KEYS = ("iteration", "model", "ema", "optimizer", "scaler", "rng", "history
 # train keys that change the weights; the others (logging cadence, keep_last) may differ on resume
 _RESULT_KEYS = ("iterations", "batch_size", "lr", "betas", "weight_decay", "milestones", "gamma", "loss",
                 "charbonnier_eps", "ema_decay", "grad_clip", "amp", "seed")
+# a resume from a checkpoint of another number of ranks reseeds rank r at iteration i with
+# seed + r + _RESEED_STRIDE * i (a prime, so no two (rank, iteration) pairs of one run share a seed)
+_RESEED_STRIDE = 7919
 
 
-def get_lr(it: int, t: Any) -> float:
+def get_lr(it: int, t: TrainConfig) -> float:
     """Learning rate of the 0-based iteration ``it`` (MultiStepLR as a pure function).
 
     Args:
@@ -119,7 +129,7 @@ def get_lr(it: int, t: Any) -> float:
     return t.lr * t.gamma ** sum(1 for m in t.milestones if it >= m)
 
 
-def fingerprint(cfg: Any, model: str, model_config: dict, degradation: Any, scale: int,
+def fingerprint(cfg: Config, model: str, model_config: dict, degradation: Degradation, scale: int,
                 data: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides the trained weights; ``final.pt`` / checkpoints are reused only if it matches.
 
@@ -174,7 +184,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(b)
 
 
-def _validate(net: nn.Module, pairs: list, scale: int, ev: Any, device: torch.device) -> float:
+def _validate(net: nn.Module, pairs: list, scale: int, ev: EvaluateConfig, device: torch.device) -> float:
     """Mean PSNR-Y of ``net`` over ``pairs``, inferred exactly as ``csrbench evaluate`` does (no ensemble)."""
     was_training = net.training
     net.eval()
@@ -227,7 +237,7 @@ class TrainData(NamedTuple):
     fingerprint: dict[str, Any]
 
 
-def image_data(cfg: Any, data: Path, scale: int, degradation: Any) -> TrainData:
+def image_data(cfg: Config, data: Path, scale: int, degradation: Degradation) -> TrainData:
     """The default :class:`TrainData`: seeded patches of ``<data>/hr|lr/<data.train>``, validation on ``data.test[0]``."""
     from harness.data.loader import PairedPatches, load_pairs, train_dirs
 
@@ -247,9 +257,277 @@ def image_data(cfg: Any, data: Path, scale: int, degradation: Any) -> TrainData:
                                           "sub_images": cfg.data.sub_images})
 
 
+# ----------------------------------------------------------------------------- the parts of one iteration
+
+@dataclass
+class Trainer:
+    """The network and everything one training step changes (built by :func:`build_trainer`).
+
+    ``model`` is the raw network (what checkpoints hold); ``net`` is what the step calls: ``model``
+    itself, or its DDP wrapper once the loop has resumed.
+    """
+    name: str
+    model: nn.Module
+    model_config: dict[str, Any]
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    amp_dtype: torch.dtype | None
+    train: TrainConfig
+    net: nn.Module = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.net = self.model
+
+
+def build_trainer(cfg: Config, model: str, device: torch.device | str = "cpu") -> Trainer:
+    """Seed, build ``model`` (same init on every rank), its EMA copy, Adam, the GradScaler and the loss.
+
+    Seeds torch, ``random`` and numpy with ``train.seed`` first (the initial weights depend on it). The
+    optimiser's lr is ``train.lr``; the loop sets :func:`get_lr` of each iteration before its step.
+    """
+    t, device = cfg.train, torch.device(device)
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+    raw_model, model_config = build_model(model)
+    raw_model.to(device).train()
+    return Trainer(
+        name=model, model=raw_model, model_config=model_config,
+        ema=copy.deepcopy(raw_model).requires_grad_(False).eval() if t.ema_decay > 0 else None,
+        optimizer=torch.optim.Adam(raw_model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay),
+        scaler=torch.amp.GradScaler(device.type, enabled=t.amp == "fp16"),
+        loss_fn=build_loss(t.loss, t.charbonnier_eps),
+        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp),
+        train=t)
+
+
+def train_batches(cfg: Config, train_data: TrainData, start: int, device: torch.device | str = "cpu",
+                  rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(lr_patch, hr_patch)`` on ``device`` for iterations ``start, start + 1, ...``: this rank's slice.
+
+    Sample ``k`` of the stream depends only on (``train.seed``, k), so the batches after a resume are
+    those an uninterrupted run would have drawn. The data set is opened here (not at the first batch).
+    """
+    from harness.data.loader import batch_sampler
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(
+        train_data.dataset(), batch_sampler=batch_sampler(start, cfg.train.batch_size, rank=rank, world_size=world),
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.train.seed))  # own generator: the global RNG stays untouched
+    return ((lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)) for lr, hr in iter(loader))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(tr: Trainer, lr_patch: torch.Tensor, hr_patch: torch.Tensor) -> torch.Tensor:
+    """One iteration on this rank's slice of the batch: forward, loss, backward, clip, step, EMA.
+
+    Args:
+        tr: from :func:`build_trainer`; its optimiser's lr is used as set (see :func:`set_lr`).
+        lr_patch: (B, 3, h, w) in [0, 1] on the model's device.
+        hr_patch: (B, 3, s*h, s*w) in [0, 1].
+
+    Returns:
+        The loss, a detached 0-d tensor left on the device (no host sync).
+    """
+    t = tr.train
+    with torch.autocast(lr_patch.device.type, dtype=tr.amp_dtype) if tr.amp_dtype is not None else nullcontext():
+        sr = tr.net(lr_patch)
+        if sr.shape != hr_patch.shape:
+            raise ValueError(f"{tr.name}: output {tuple(sr.shape)} for input {tuple(lr_patch.shape)}, expected "
+                             f"{tuple(hr_patch.shape)} (is the model built for x{hr_patch.shape[-1] // lr_patch.shape[-1]}?)")
+        loss = tr.loss_fn(sr.float(), hr_patch)
+    tr.scaler.scale(loss).backward()
+    if t.grad_clip > 0:
+        tr.scaler.unscale_(tr.optimizer)
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), t.grad_clip)
+    tr.scaler.step(tr.optimizer)
+    tr.scaler.update()
+    tr.optimizer.zero_grad(set_to_none=True)
+    if tr.ema is not None:
+        _ema_update(tr.ema, tr.model, t.ema_decay)
+    return loss.detach()
+
+
+# ----------------------------------------------------------------------------- the state between iterations
+
+class Ranks(NamedTuple):
+    """This process's place in the run: ``ddp`` under torchrun, ``rank`` of ``world`` processes."""
+    ddp: bool = False
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Progress:
+    """What the loop carries from one iteration to the next (all but the clocks go into a checkpoint)."""
+    start: int = 0                                   # iteration this process began at (a resumed checkpoint's)
+    history: list[list] = field(default_factory=list)  # curve rows [iteration, loss, lr, val_psnr_y]
+    window: list[torch.Tensor] = field(default_factory=list)  # device losses since the last log point
+    last_good: Path | None = None                    # newest checkpoint written or resumed from
+    wall_before: float = 0.0                         # seconds of the processes before this one
+    t0: float = field(default_factory=time.perf_counter)  # this process's clock start
+    paused: float = 0.0                              # seconds of this process in validation and checkpoints
+
+
+@contextmanager
+def _outside_training(p: Progress, device: torch.device) -> Iterator[None]:
+    """Time spent inside is not training throughput (validation, checkpoints): counted in ``p.paused``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the queued steps belong to training, not to this pause
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        p.paused += time.perf_counter() - t
+
+
+def _already_trained(final_path: Path, fp: dict[str, Any], model: str) -> bool:
+    """Whether ``final.pt`` was made with these settings (idempotent ``dvc repro``)."""
+    if not final_path.is_file():
+        return False
+    try:
+        done = load_checkpoint(final_path, ("fingerprint",))
+    except CheckpointError as e:
+        log.warning("%s: ignoring %s", model, e)
+        return False
+    if done["fingerprint"] == fp:
+        log.info("%s: already trained (%s matches the settings); nothing to do", model, final_path)
+        return True
+    log.warning("%s: %s was made with other settings (%s); training again", model, final_path,
+                "; ".join(_diff(done["fingerprint"], fp)))
+    return False
+
+
+def _delete_old_run(out: Path) -> None:
+    for _, p in list_checkpoints(out):
+        log.warning("--no-resume: deleting old checkpoint %s", p)
+        p.unlink()
+    (out / FINAL_NAME).unlink(missing_ok=True)
+
+
+def _resume(tr: Trainer, out: Path, fp_resume: dict[str, Any], resume: bool, ranks: Ranks,
+            device: torch.device) -> Progress:
+    """Load the newest valid checkpoint in ``out`` made with these settings into ``tr``; its progress.
+
+    A checkpoint made with other settings (a params edit, a queued experiment) sets that run aside
+    (:func:`_set_aside`) and training starts afresh. Restores every RNG of this rank, or reseeds if
+    the checkpoint came from another number of ranks.
+    """
+    t = tr.train
+    found = find_newest_valid(out, CKPT_KEYS) if resume else None
+    if found is not None and found[1]["fingerprint"] != fp_resume:
+        if ranks.master:
+            _set_aside(out, f"{found[0].name} was made with other settings "
+                            f"({'; '.join(_diff(found[1]['fingerprint'], fp_resume))})")
+        if ranks.ddp:
+            dist.barrier()
+        found = None
+    if found is None:
+        return Progress()
+    last_good, ck = found
+    if ck["iteration"] > t.iterations:
+        raise RuntimeError(f"{last_good} is at iteration {ck['iteration']}, past train.iterations {t.iterations}")
+    tr.model.load_state_dict(ck["model"])
+    if tr.ema is not None:
+        tr.ema.load_state_dict(ck["ema"])
+    tr.optimizer.load_state_dict(ck["optimizer"])
+    if ck["scaler"] is not None:
+        tr.scaler.load_state_dict(ck["scaler"])
+    rngs = ck["rng"]
+    if len(rngs) == ranks.world:
+        _set_rng_state(rngs[ranks.rank])
+    else:
+        log.warning("%s holds RNG states of %d ranks, this run has %d; reseeding", last_good, len(rngs), ranks.world)
+        torch.manual_seed(t.seed + ranks.rank + _RESEED_STRIDE * ck["iteration"])
+    if ranks.master:
+        log.info("%s: resuming from %s (iteration %d)", tr.name, last_good, ck["iteration"])
+    return Progress(start=ck["iteration"], history=ck["history"], window=[w.to(device) for w in ck["window"]],
+                    last_good=last_good, wall_before=ck.get("wall_seconds", 0.0))
+
+
+# ----------------------------------------------------------------------------- log, validate, checkpoint
+
+def _log_point(it: int, p: Progress, tr: Trainer, curves: Path, ranks: Ranks, pbar: tqdm) -> None:
+    """After ``it`` iterations: pull the window of losses to the host, check them, record a curve row."""
+    losses = torch.stack([w.float() for w in p.window])
+    if ranks.ddp:
+        dist.all_reduce(losses)
+        losses /= ranks.world
+    losses = losses.cpu().tolist()
+    first = it - len(losses)
+    for i, v in enumerate(losses):
+        if not np.isfinite(v):
+            raise RuntimeError(
+                f"{tr.name}: loss is {v} at iteration {first + i + 1} (of {tr.train.iterations}); training stopped. "
+                f"Last good checkpoint: {p.last_good if p.last_good else 'none (no checkpoint written yet)'}. "
+                "Lower train.lr, set train.grad_clip, or check the data.")
+    row = _history_row(p.history, it)
+    row[1], row[2] = float(np.mean(losses)), get_lr(it - 1, tr.train)
+    p.window = []
+    if ranks.master:
+        _write_curves(curves, p.history)
+        pbar.set_postfix(loss=f"{row[1]:.4g}", lr=f"{row[2]:.3g}", refresh=False)
+
+
+def _validation_point(it: int, p: Progress, tr: Trainer, val_pairs: Callable[[], list], scale: int,
+                      ev: EvaluateConfig, curves: Path, device: torch.device) -> None:
+    """Validation PSNR-Y of the EMA (else raw) weights at ``it``, into the history and the curves (rank 0)."""
+    value = _validate(tr.ema if tr.ema is not None else tr.model, val_pairs(), scale, ev, device)
+    _history_row(p.history, it)[3] = value
+    _write_curves(curves, p.history)
+    log.info("%s: iteration %d, validation PSNR-Y %.3f dB (%s)", tr.name, it, value,
+             "EMA" if tr.ema is not None else "raw weights")
+
+
+def _checkpoint(it: int, p: Progress, tr: Trainer, cfg: Config, out: Path, fp_resume: dict[str, Any],
+                ranks: Ranks) -> None:
+    """Checkpoint at ``it``; all ranks take part (their RNG states are gathered to rank 0, which saves)."""
+    state = _rng_state()
+    rngs = [state]
+    if ranks.ddp:
+        rngs = [None] * ranks.world
+        dist.all_gather_object(rngs, state)
+    if not ranks.master:
+        return
+    p.last_good = save_checkpoint(checkpoint_path(out, it), {
+        "iteration": it, "model": tr.model.state_dict(), "ema": tr.ema.state_dict() if tr.ema is not None else None,
+        "optimizer": tr.optimizer.state_dict(), "scaler": tr.scaler.state_dict() if tr.scaler.is_enabled() else None,
+        "lr": get_lr(it, tr.train), "rng": rngs, "history": p.history, "window": p.window, "fingerprint": fp_resume,
+        "model_name": tr.name, "model_config": tr.model_config, "params": cfg.to_dict(),
+        "wall_seconds": p.wall_before + time.perf_counter() - p.t0, "world_size": ranks.world})
+    prune_checkpoints(out, tr.train.keep_last)
+
+
 # ----------------------------------------------------------------------------- the stage
 
-def run(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: Path, data: Path,
+def _init_ddp(device: torch.device, batch_size: int) -> tuple[Ranks, torch.device, bool]:
+    """Join the torchrun group if ``RANK`` is set; returns (ranks, this rank's device, whether we created the group)."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return Ranks(), device, False
+    ranks = Ranks(True, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    own_group = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        own_group = True
+    if batch_size % ranks.world:
+        raise ValueError(f"train.batch_size {batch_size} must be divisible by WORLD_SIZE {ranks.world}")
+    return ranks, device, own_group
+
+
+def run(cfg: Config, model: str, degradation: Degradation, scale: int, out: Path, curves: Path, data: Path,
         resume: bool = True, device: torch.device | str = "cpu", train_data: TrainData | None = None) -> Path:
     """Train ``model`` on one degradation; write checkpoints, ``final.pt``, ``train.json`` and the curves CSV.
 
@@ -273,251 +551,112 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: P
         RuntimeError: non-finite loss (names the iteration and the last good checkpoint), or a checkpoint
             made with other settings.
     """
-    t, out, curves = cfg.train, Path(out), Path(curves)
-    device = torch.device(device)
     torch.backends.cudnn.benchmark = os.environ.get("CSRBENCH_CUDNN_BENCHMARK") == "1"
-
-    # -- DDP: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    own_group = False
-    rank, world = 0, 1
-    if ddp:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            own_group = True
-        if t.batch_size % world:
-            raise ValueError(f"train.batch_size {t.batch_size} must be divisible by WORLD_SIZE {world}")
+    ranks, device, own_group = _init_ddp(torch.device(device), cfg.train.batch_size)
     try:
         if train_data is None:
             train_data = image_data(cfg, Path(data), scale, degradation)
-        return _train(cfg, model, degradation, scale, out, curves, train_data, resume, device, ddp, rank, world)
+        return _train(cfg, model, degradation, scale, Path(out), Path(curves), train_data, resume, device, ranks)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg: Any, model: str, degradation: Any, scale: int, out: Path, curves: Path, train_data: TrainData,
-           resume: bool, device: torch.device, ddp: bool, rank: int, world: int) -> Path:
+def _train(cfg: Config, model: str, degradation: Degradation, scale: int, out: Path, curves: Path,
+           train_data: TrainData, resume: bool, device: torch.device, ranks: Ranks) -> Path:
     """The loop itself, on one rank (see :func:`run` for the arguments)."""
-    from harness.data.loader import batch_sampler
-    from harness.provenance import write_json
-
     t = cfg.train
-    master = rank == 0
     final_path = out / FINAL_NAME
 
-    # -- model (same init on every rank), EMA, fingerprint
-    torch.manual_seed(t.seed)
-    random.seed(t.seed)
-    np.random.seed(t.seed % 2**32)
-    raw_model, model_config = build_model(model)
-    fp = fingerprint(cfg, model, model_config, degradation, scale, train_data.fingerprint)
+    # -- setup: model, EMA, optimiser (same init on every rank); done already?; resume
+    tr = build_trainer(cfg, model, device)
+    fp = fingerprint(cfg, model, tr.model_config, degradation, scale, train_data.fingerprint)
     fp_resume = {**fp, "train": {k: v for k, v in fp["train"].items() if k != "iterations"}}
-
-    # -- already done? (idempotent under dvc repro; --no-resume always trains afresh)
-    if resume and final_path.is_file():
-        try:
-            done = load_checkpoint(final_path, ("fingerprint",))
-            if done["fingerprint"] == fp:
-                log.info("%s: already trained (%s matches the settings); nothing to do", model, final_path)
-                return final_path
-            log.warning("%s: %s was made with other settings (%s); training again", model, final_path,
-                        "; ".join(_diff(done["fingerprint"], fp)))
-        except CheckpointError as e:
-            log.warning("%s: ignoring %s", model, e)
-
-    if not resume and master:
-        for _, p in list_checkpoints(out):
-            log.warning("--no-resume: deleting old checkpoint %s", p)
-            p.unlink()
-        final_path.unlink(missing_ok=True)
-    if ddp:
+    if resume and _already_trained(final_path, fp, model):
+        return final_path
+    if not resume and ranks.master:
+        _delete_old_run(out)
+    if ranks.ddp:
         dist.barrier()
+    torch.manual_seed(t.seed + ranks.rank)   # training stream of this rank (drop-path etc.)
+    p = _resume(tr, out, fp_resume, resume, ranks, device)
+    if ranks.ddp:
+        tr.net = nn.parallel.DistributedDataParallel(
+            tr.model, device_ids=[device.index] if device.type == "cuda" else None)
+    batches = train_batches(cfg, train_data, p.start, device, ranks.rank, ranks.world)
+    val_pairs = functools.cache(train_data.val_pairs)  # read at the first validation
 
-    raw_model.to(device).train()
-    ema = copy.deepcopy(raw_model).requires_grad_(False).eval() if t.ema_decay > 0 else None
-    optimizer = torch.optim.Adam(raw_model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-    loss_fn = build_loss(t.loss, t.charbonnier_eps)
-
-    # -- resume from the newest valid checkpoint
-    start, history, window, wall_before, last_good = 0, [], [], 0.0, None
-    torch.manual_seed(t.seed + rank)   # training stream of this rank (drop-path etc.)
-    found = find_newest_valid(out, CKPT_KEYS) if resume else None
-    if found is not None and found[1]["fingerprint"] != fp_resume:
-        # settings changed (dvc repro after a params edit, a queued experiment): keep the old run, start afresh
-        if master:
-            _set_aside(out, f"{found[0].name} was made with other settings "
-                            f"({'; '.join(_diff(found[1]['fingerprint'], fp_resume))})")
-        if ddp:
-            dist.barrier()
-        found = None
-    if found is not None:
-        last_good, ck = found
-        if ck["iteration"] > t.iterations:
-            raise RuntimeError(f"{last_good} is at iteration {ck['iteration']}, past train.iterations {t.iterations}")
-        raw_model.load_state_dict(ck["model"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        optimizer.load_state_dict(ck["optimizer"])
-        if ck["scaler"] is not None:
-            scaler.load_state_dict(ck["scaler"])
-        rngs = ck["rng"]
-        if len(rngs) == world:
-            _set_rng_state(rngs[rank])
-        else:
-            log.warning("%s holds RNG states of %d ranks, this run has %d; reseeding", last_good, len(rngs), world)
-            torch.manual_seed(t.seed + rank + 7919 * ck["iteration"])
-        start, history, window = ck["iteration"], ck["history"], [w.to(device) for w in ck["window"]]
-        wall_before = ck.get("wall_seconds", 0.0)
-        if master:
-            log.info("%s: resuming from %s (iteration %d)", model, last_good, start)
-
-    net = raw_model
-    if ddp:
-        net = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # -- data: sample k of the stream depends only on (seed, k); this rank takes its slice of each batch
-    dataset = train_data.dataset()
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=batch_sampler(start, t.batch_size, rank=rank, world_size=world),
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(t.seed))  # own generator: the global RNG stays untouched
-    batches = iter(loader)
-    val_pairs = None
-
-    def save(it: int) -> Path | None:
-        """Checkpoint at ``it`` (all ranks take part: RNG states are gathered to rank 0)."""
-        state = _rng_state()
-        rngs = [state]
-        if ddp:
-            rngs = [None] * world
-            dist.all_gather_object(rngs, state)
-        if not master:
-            return None
-        path = save_checkpoint(checkpoint_path(out, it), {
-            "iteration": it, "model": raw_model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "lr": get_lr(it, t), "rng": rngs, "history": history, "window": window, "fingerprint": fp_resume,
-            "model_name": model, "model_config": model_config, "params": cfg.to_dict(),
-            "wall_seconds": wall_before + time.perf_counter() - t0, "world_size": world})
-        prune_checkpoints(out, t.keep_last)
-        return path
-
-    def flush(it: int) -> None:
-        """Log point after ``it`` iterations: pull the window of losses to the host, check, record."""
-        nonlocal window
-        losses = torch.stack([w.float() for w in window])
-        if ddp:
-            dist.all_reduce(losses)
-            losses /= world
-        losses = losses.cpu().tolist()
-        first = it - len(losses)
-        for i, v in enumerate(losses):
-            if not np.isfinite(v):
-                raise RuntimeError(
-                    f"{model}: loss is {v} at iteration {first + i + 1} (of {t.iterations}); training stopped. "
-                    f"Last good checkpoint: {last_good if last_good else 'none (no checkpoint written yet)'}. "
-                    "Lower train.lr, set train.grad_clip, or check the data.")
-        row = _history_row(history, it)
-        row[1], row[2] = float(np.mean(losses)), get_lr(it - 1, t)
-        window = []
-        if master:
-            _write_curves(curves, history)
-            pbar.set_postfix(loss=f"{row[1]:.4g}", lr=f"{row[2]:.3g}", refresh=False)
-
-    def validate(it: int) -> None:
-        nonlocal val_pairs
-        if not master:
-            return
-        if val_pairs is None:
-            val_pairs = train_data.val_pairs()
-        value = _validate(ema if ema is not None else raw_model, val_pairs, scale, cfg.evaluate, device)
-        _history_row(history, it)[3] = value
-        _write_curves(curves, history)
-        log.info("%s: iteration %d, validation PSNR-Y %.3f dB (%s)", model, it, value,
-                 "EMA" if ema is not None else "raw weights")
-
-    pbar = tqdm(total=t.iterations, initial=start, desc=model, file=sys.stderr, disable=not master,
+    # -- the loop: lr, eval + checkpoint, step, log, stop
+    pbar = tqdm(total=t.iterations, initial=p.start, desc=model, file=sys.stderr, disable=not ranks.master,
                 dynamic_ncols=True, mininterval=1.0)
     threads = torch.get_num_threads()
-    t0 = time.perf_counter()
-    it = start
+    p.t0 = time.perf_counter()
+    it = p.start
     try:
         while it < t.iterations:
             # lr of this iteration (pure function of it)
-            lr = get_lr(it, t)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(tr.optimizer, get_lr(it, t))
             # eval + checkpoint (not at the iteration we resumed from: that one is done)
-            if it > start and it % t.val_every == 0:
-                validate(it)
-            if it > start and it % t.ckpt_every == 0:
-                last_good = save(it) or last_good
-            # forward / backward on this rank's slice of the global batch
-            lr_patch, hr_patch = next(batches)
-            lr_patch = lr_patch.to(device, non_blocking=True)
-            hr_patch = hr_patch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-                sr = net(lr_patch)
-                if sr.shape != hr_patch.shape:
-                    raise ValueError(f"{model}: output {tuple(sr.shape)} for input {tuple(lr_patch.shape)}, "
-                                     f"expected {tuple(hr_patch.shape)} (is the model built for x{scale}?)")
-                loss = loss_fn(sr.float(), hr_patch)
-            scaler.scale(loss).backward()
-            # clip, step
-            if t.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            # EMA
-            if ema is not None:
-                _ema_update(ema, raw_model, t.ema_decay)
-            # log (the only host sync: at log points)
-            window.append(loss.detach())
+            if it > p.start and it % t.val_every == 0 and ranks.master:
+                with _outside_training(p, device):
+                    _validation_point(it, p, tr, val_pairs, scale, cfg.evaluate, curves, device)
+            if it > p.start and it % t.ckpt_every == 0:
+                with _outside_training(p, device):
+                    _checkpoint(it, p, tr, cfg, out, fp_resume, ranks)
+            # forward / backward / clip / step / EMA on this rank's slice of the global batch
+            p.window.append(train_step(tr, *next(batches)))
             it += 1
             pbar.update(1)
+            # log (the only host sync: at log points)
             if it % t.log_every == 0 or it % t.ckpt_every == 0 or it == t.iterations:
-                flush(it)
+                _log_point(it, p, tr, curves, ranks, pbar)
         # stop: final validation and checkpoint, then final.pt with the EMA weights
-        if window:
-            flush(it)
-        if it > start or not history or history[-1][3] is None:
-            validate(it)
-        if it > start or last_good is None:
-            last_good = save(it) or last_good
+        if p.window:
+            _log_point(it, p, tr, curves, ranks, pbar)
+        if (it > p.start or not p.history or p.history[-1][3] is None) and ranks.master:
+            with _outside_training(p, device):
+                _validation_point(it, p, tr, val_pairs, scale, cfg.evaluate, curves, device)
+        if it > p.start or p.last_good is None:
+            with _outside_training(p, device):
+                _checkpoint(it, p, tr, cfg, out, fp_resume, ranks)
     finally:
         pbar.close()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - p.t0
     if torch.get_num_threads() != threads:
         log.warning("torch's intra-op thread count changed during training from %d to %d (an OpenMP runtime shared "
                     "with a compiled kernel, e.g. numba's omp layer, reset it); on a loaded CPU this costs a lot",
                     threads, torch.get_num_threads())
-    if not master:
-        return final_path
+    if ranks.master:
+        _save_final(cfg, tr, degradation, scale, out, it, p, fp, wall, threads, device, ranks)
+    return final_path
 
-    weights = (ema if ema is not None else raw_model).state_dict()
+
+def _save_final(cfg: Config, tr: Trainer, degradation: Degradation, scale: int, out: Path, it: int, p: Progress,
+                fp: dict[str, Any], wall: float, threads: int, device: torch.device, ranks: Ranks) -> None:
+    """``final.pt`` (EMA weights, else raw, + model name/config: what evaluate loads) and ``train.json``."""
+    from harness.provenance import write_json
+    final_path = out / FINAL_NAME
+    weights = (tr.ema if tr.ema is not None else tr.model).state_dict()
     save_checkpoint(final_path, {
-        "model_name": model, "model_config": model_config, "state_dict": weights, "ema": ema is not None,
+        "model_name": tr.name, "model_config": tr.model_config, "state_dict": weights, "ema": tr.ema is not None,
         "iterations": it, "scale": scale, "degradation": {"codec": degradation.codec, "level": degradation.level},
-        "fingerprint": fp, "params": cfg.to_dict(), "history": history})
-    final_loss = next((r[1] for r in reversed(history) if r[1] is not None), None)
-    final_val = next((r[3] for r in reversed(history) if r[3] is not None), None)
+        "fingerprint": fp, "params": cfg.to_dict(), "history": p.history})
+    final_loss = next((r[1] for r in reversed(p.history) if r[1] is not None), None)
+    final_val = next((r[3] for r in reversed(p.history) if r[3] is not None), None)
+    done = it - p.start
+    training = wall - p.paused
     backend = scan_backend(device)
     write_json(out / "train.json", {
-        "model": model, "scale": scale, "codec": degradation.codec, "level": degradation.level,
-        "profile": cfg.profile, "iterations": it, "iterations_this_run": it - start, "resumed_from": start,
-        "wall_seconds": wall_before + wall, "wall_seconds_this_run": wall,
-        "iterations_per_second": (it - start) / wall if wall > 0 and it > start else None,
+        "model": tr.name, "scale": scale, "codec": degradation.codec, "level": degradation.level,
+        "profile": cfg.profile, "iterations": it, "iterations_this_run": done, "resumed_from": p.start,
+        "wall_seconds": p.wall_before + wall, "wall_seconds_this_run": wall,
+        # throughput of the steps alone (data, forward/backward/step/EMA, log points), then of the wall
+        # clock, which adds validation and checkpoints (issue 20.7: 0.72 vs 2.41 s/it for smoke SwinIR)
+        "train_seconds_this_run": training, "validation_checkpoint_seconds_this_run": p.paused,
+        "iterations_per_second": done / training if training > 0 and done else None,
+        "iterations_per_second_wall": done / wall if wall > 0 and done else None,
         "final_loss": final_loss, "final_val_psnr_y": final_val, "backend": backend,
-        "torch_threads": threads, "torch_threads_at_end": torch.get_num_threads(), "world_size": world, "batch_size": t.batch_size,
-        "patch_size": cfg.data.patch_size, "ema": ema is not None, "final": str(final_path),
+        "torch_threads": threads, "torch_threads_at_end": torch.get_num_threads(), "world_size": ranks.world,
+        "batch_size": cfg.train.batch_size, "patch_size": cfg.data.patch_size, "ema": tr.ema is not None,
+        "final": str(final_path),
     }, cfg=cfg, device=device, scan_backend=backend)
-    return final_path

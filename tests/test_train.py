@@ -3,6 +3,7 @@ import csv
 import dataclasses
 import math
 import sys
+import time
 
 import pytest
 import torch
@@ -80,6 +81,45 @@ def test_train_writes_curves_checkpoints_final_and_summary(root):
     assert summary["iterations"] == 12 and summary["final_loss"] == pytest.approx(float(rows[-1]["loss"]), rel=1e-7)
     assert summary["torch_threads"] == 1 and summary["iterations_per_second"] > 0
     assert "backend" in summary and summary["provenance"]["profile"] == "smoke"
+
+
+def test_throughput_counts_the_steps_apart_from_validation_and_checkpoints(root, monkeypatch):
+    """train.json: iterations_per_second is the steps' throughput; validation and checkpoints only slow the wall one."""
+    pause = 0.3
+    real_validate = train._validate
+
+    def slow_validate(*args, **kwargs):
+        time.sleep(pause)
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_validate", slow_validate)
+    cfg = K.make_cfg()   # 12 iterations; validation at 6 and 12 (the end)
+    train.run(cfg, resume=True, **K.train_kwargs(root))
+    s = read_json(root / "run" / "train.json")
+    assert s["validation_checkpoint_seconds_this_run"] >= 2 * pause
+    assert s["train_seconds_this_run"] + s["validation_checkpoint_seconds_this_run"] == pytest.approx(
+        s["wall_seconds_this_run"], rel=1e-9)
+    assert s["train_seconds_this_run"] < s["wall_seconds_this_run"] - 2 * pause
+    assert s["iterations_per_second"] == pytest.approx(12 / s["train_seconds_this_run"], rel=1e-9)
+    assert s["iterations_per_second_wall"] == pytest.approx(12 / s["wall_seconds_this_run"], rel=1e-9)
+
+
+def test_build_trainer_and_train_step_are_the_loops_step(root):
+    """The pieces `csrbench bench train` times reproduce the loop's weights exactly (no EMA, no clipping here)."""
+    cfg = K.make_cfg(iterations=4, ckpt_every=4, ema_decay=0.0, milestones=(2,))
+    train.run(cfg, resume=True, **K.train_kwargs(root))
+    want = load_checkpoint(checkpoint_path(root / "run", 4))["model"]
+    tr = train.build_trainer(cfg, "tiny")
+    assert tr.net is tr.model and tr.ema is None
+    torch.manual_seed(cfg.train.seed)   # the loop's training stream of rank 0
+    batches = train.train_batches(cfg, train.image_data(cfg, root / "data", K.SCALE, K.DEG), start=0)
+    for it in range(4):
+        train.set_lr(tr.optimizer, train.get_lr(it, cfg.train))
+        loss = train.train_step(tr, *next(batches))
+        assert loss.ndim == 0 and not loss.requires_grad
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, want[k]), k
 
 
 def test_training_reduces_the_loss(root):
