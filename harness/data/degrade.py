@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import shutil
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ import numpy as np
 
 from harness.data import codecs
 from harness.data.images import read_png_rgb, sha256_file, write_png
+from harness.metrics import psnr_y
 
 __all__ = [
-    "imresize", "cubic", "contributions", "mod_crop", "bicubic_downscale", "quantize", "psnr", "psnr_y",
+    "imresize", "cubic", "contributions", "mod_crop", "bicubic_downscale", "quantize", "psnr",
     "degrade_image", "subimage_positions", "process_pool", "run", "default_degradations", "lr_dir", "MANIFEST",
 ]
 
@@ -156,18 +158,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
-def _y(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 limited-range luma of uint8 RGB as BasicSR's ``rgb2ycbcr(..., y_only=True)``, float in [16, 235]."""
-    x = rgb.astype(np.float64) / 255.0
-    return x @ np.array([65.481, 128.553, 24.966]) + 16.0
-
-
-def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB on BT.601 Y (BasicSR convention, no border crop) of two HxWx3 uint8 RGB images."""
-    mse = np.mean((_y(a) - _y(b)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
-
-
 # ----------------------------------------------------------------------------- one image
 
 @dataclass(frozen=True)
@@ -216,7 +206,7 @@ def _work(job: _Job) -> tuple[str, list[dict[str, Any]]]:
             "lr_size": [h, w], "hr_size": [h * job.scale, w * job.scale],
             "bitstream_bytes": r.bitstream_bytes if codec != "none" else None,
             "bpp": (r.bitstream_bytes * 8.0 / (h * w)) if codec != "none" else None,
-            "psnr_rgb": psnr(r.decoded, clean), "psnr_y": psnr_y(r.decoded, clean), "sha256": sha,
+            "psnr_rgb": psnr(r.decoded, clean), "psnr_y": psnr_y(r.decoded, clean, crop_border=0), "sha256": sha,
         })
     return job.name, records
 
@@ -484,6 +474,7 @@ def _run_scale(cfg: Any, data: Path, datasets: list[str], degradations: list[Any
     for dataset in datasets:
         hr = _hr_images(data, dataset)
         pending: list[Any] = []
+        created: list[Path] = []  # folders this run made: removed again if it fails, never left empty
         for d in degradations:
             folder = lr_dir(data, dataset, scale, d.tag)
             if _is_complete(folder, _manifest_key(dataset, scale, settings[d.tag]), hr):
@@ -492,6 +483,8 @@ def _run_scale(cfg: Any, data: Path, datasets: list[str], degradations: list[Any
             if folder.is_dir():
                 log.info("%s: incomplete or outdated, redoing", folder)
                 _clear(folder, keep=hr)
+            else:
+                created.append(folder)
             folder.mkdir(parents=True, exist_ok=True)
             pending.append(d)
         if pending:
@@ -500,7 +493,12 @@ def _run_scale(cfg: Any, data: Path, datasets: list[str], degradations: list[Any
             jobs = [_Job(str(p), name, scale, tuple((d.codec, d.level, str(lr_dir(data, dataset, scale, d.tag)
                                                                            / f"{name}.png")) for d in pending), enc)
                     for name, (p, _) in hr.items()]
-            results = _execute(jobs, dc.workers, f"degrade {dataset}")
+            try:
+                results = _execute(jobs, dc.workers, f"degrade {dataset}")
+            except BaseException:
+                for folder in created:  # no manifest yet: nothing finished in them
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
             for d in pending:
                 images = {}
                 for name in hr:
