@@ -68,7 +68,8 @@ def _evaluate(a, cfg):
     return _call("harness.evaluate", cfg, model=a.model, degradation=deg, scale=scale,
                  checkpoint=a.checkpoint or Path("models") / a.model / tag,
                  out=a.out or Path("results/metrics") / a.model / f"{tag}.json",
-                 datasets=a.dataset or None, data=a.data, device=_device(a, cfg))
+                 datasets=a.dataset or None, data=a.data, device=_device(a, cfg),
+                 visual=a.visual or Path("results/visual") / a.model / tag)
 
 
 def _complexity(a, cfg):
@@ -81,8 +82,7 @@ def _erf(a, cfg):
 
 
 def _report(a, cfg):
-    return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out,
-                 checkpoints=a.checkpoints)
+    return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out)
 
 
 def _check(a, cfg):
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder")
     sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
     sp.add_argument("--out", type=Path, default=None, help="metrics JSON (default: results/metrics/<model>/...json)")
+    sp.add_argument("--visual", type=Path, default=None,
+                    help="folder of the report's visual crops (default: results/visual/<model>/x<s>_<codec>_<level>)")
 
     sp = add("complexity", _complexity, "params and MACs (fvcore with the scan; the paper's method), latency, memory")
     sp.add_argument("--model", action="append", help="model (repeatable; default: params runs.models)")
@@ -201,8 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--results", type=Path, default=Path("results"))
     sp.add_argument("--data", type=Path, default=Path("data"))
     sp.add_argument("--out", type=Path, default=Path("results/report/index.html"))
-    sp.add_argument("--checkpoints", type=Path, default=Path("models"),
-                    help="folder of trained final.pt files, run on one crop per image for the visual comparison")
 
     sp = add("check", _check, "fail (exit 1) when PSNR / SSIM regress against a reference or a git revision")
     sp.add_argument("--results", type=Path, default=Path("results"))

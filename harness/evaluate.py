@@ -208,7 +208,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, out: Path,
-        datasets: list[str] | None, data: Path, device: torch.device) -> Path:
+        datasets: list[str] | None, data: Path, device: torch.device, visual: Path | None = None) -> Path:
     """Score one trained model on the test sets and write its metrics JSON.
 
     Args:
@@ -221,6 +221,8 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
         datasets: test sets (default ``cfg.data.test``).
         data: the data folder (``hr/``, ``lr/``).
         device: torch device.
+        visual: folder for the report's visual crops of the first test set (:mod:`harness.visual`,
+            ``report.visual_images`` images); ``None`` writes none.
 
     Returns:
         ``out``.
@@ -274,6 +276,10 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
         }
         log.info("%s x%d %s on %s: PSNR-Y %.4f dB, SSIM-Y %.5f (%d images)", model, scale, degradation.tag, ds,
                  results[ds]["psnr_y"], results[ds]["ssim_y"], len(images))
+    if visual is not None:
+        from harness.visual import save_crops
+        save_crops(cfg, net, model, names[0], degradation, scale, Path(data), device, Path(visual),
+                   extra={"iterations": int(final["iterations"])})
 
     backend = scan_backend(device)
     tile_info = {"size": tile, "overlap": overlap, "blend": TILE_BLEND}

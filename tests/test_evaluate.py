@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import _trainkit as K
-from harness import evaluate, train
+from harness import evaluate, train, visual
 from harness.checkpoint import CheckpointError, file_sha256
+from harness.data.images import read_png_rgb
 from harness.provenance import read_json
 
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255
@@ -88,6 +89,31 @@ def test_missing_test_set_names_the_folder(trained):
     with pytest.raises(FileNotFoundError, match="nosuchset"):
         evaluate.run(cfg, model="nearest", degradation=K.DEG, scale=K.SCALE, checkpoint=root / "run",
                      out=root / "x.json", datasets=["nosuchset"], data=root / "data", device=torch.device("cpu"))
+
+
+def test_visual_crops_are_the_scored_sr_output_cut_out(trained):
+    """evaluate --visual: centre crops of the SR the metrics scored (plus LR enlarged and HR), PSNR-Y of the crop."""
+    root, cfg, _ = trained
+    run = dict(model="nearest", degradation=K.DEG, scale=K.SCALE, checkpoint=root / "run", out=root / "m.json",
+               datasets=None, data=root / "data", device=torch.device("cpu"), visual=root / "vis")
+    cfg2 = dataclasses.replace(cfg, report=dataclasses.replace(cfg.report, visual_images=2, crop=21))
+    evaluate.run(cfg2, **run)
+    rec = read_json(root / "vis" / visual.CROPS_JSON)
+    assert (rec["model"], rec["dataset"], rec["iterations"], rec["crop"]) == ("nearest", K.TEST_SET, 4, 21)
+    assert list(rec["images"]) == ["img00", "img01"]
+    # img01: LR 26x28 -> HR crop side 20 (21 rounded down to x2), centred on the LR grid
+    assert rec["images"]["img01"]["box"] == [16, 18, 20]
+    lr = read_png_rgb(root / "data" / "lr" / K.TEST_SET / "x2" / K.DEG.tag / "img01.png")
+    hr = read_png_rgb(root / "data" / "hr" / K.TEST_SET / "img01.png")
+    crops = {k: read_png_rgb(p) for k, p in visual.crop_paths(root / "vis", "img01").items()}
+    want_sr = K.nearest_up(lr)[16:36, 18:38]               # the 'nearest' net: SR = nearest_up(LR) exactly
+    assert np.array_equal(crops["sr"], want_sr) and np.array_equal(crops["lr"], want_sr)
+    assert np.array_equal(crops["hr"], hr[16:36, 18:38])
+    assert rec["images"]["img01"]["psnr_y"] == pytest.approx(20 * math.log10(255 / (6 * Y_GAIN)), abs=1e-9)
+    assert rec["images"]["img00"]["psnr_y"] is None          # SR == HR: inf, stored as null
+    # fewer images later: no stale crops left behind
+    evaluate.run(dataclasses.replace(cfg2, report=dataclasses.replace(cfg2.report, visual_images=1)), **run)
+    assert sorted(p.name for p in (root / "vis").glob("*.png")) == ["img00_hr.png", "img00_lr.png", "img00_sr.png"]
 
 
 def test_tensor_to_image_clamps_and_rounds_like_basicsr():

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from harness import complexity as cx
-from harness import erf
-from harness.config import load
-from harness.provenance import write_csv, write_json
+from harness import erf, visual
+from harness.config import Degradation, load
+from harness.provenance import read_json, write_csv, write_json
 from harness.report import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +82,16 @@ def fixture_tree(tmp_path):
     ck.mkdir(parents=True)
     torch.save({"state_dict": build_standin("x").state_dict(), "iterations": 100}, ck / "final.pt")
     erf.run(cfg, None, models, data, results / "erf", "cpu", build="test_report:build_standin")
+    # the evaluate stage's visual crops of one model (the report only reads them)
+    visual.save_crops(cfg, build_standin("mambacsr_smoke").eval(), "mambacsr_smoke", cfg.data.test[0],
+                      Degradation("jpeg", 10), 4, data, torch.device("cpu"),
+                      results / "visual" / "mambacsr_smoke" / "x4_jpeg_10", extra={"iterations": 100})
     return cfg, results, data, models
 
 
 def _render(fixture_tree):
     cfg, results, data, models = fixture_tree
-    out = render.run(cfg, results, data, results / "report" / "index.html", checkpoints=models,
-                     build="test_report:build_standin")
+    out = render.run(cfg, results, data, results / "report" / "index.html")
     return out.read_text()
 
 
@@ -133,16 +136,21 @@ def test_complexity_erf_codecs_visual_rendered(fixture_tree):
     assert "mambacsr_smoke (cpu): 10.0 ms, 3.0 MiB" in comp
     assert "0.500" in page and "30.00" in page                         # codec manifest row
     vis = page[page.index('id="visual"'):page.index('id="bench"')]
-    assert "PSNR-Y" in vis and "HR" in vis
-    assert "no " in vis and "final.pt" in vis                           # other models: no checkpoint -> dash + why
+    assert "PSNR-Y" in vis and "HR" in vis and "mambacsr_smoke (100 it)" in vis
+    cfg, results, _, _ = fixture_tree
+    folder = results / "visual" / "mambacsr_smoke" / "x4_jpeg_10"
+    for png in sorted(folder.glob("astro_*.png")):                     # the saved crops, embedded as they are
+        assert render._data_uri(png.read_bytes()) in vis, png.name
+    psnr = read_json(folder / "crops.json")["images"]["astro"]["psnr_y"]
+    assert f"PSNR-Y {psnr:.2f} dB" in vis
+    assert "no crops (produced by `csrbench evaluate --model swinir_smoke" in vis   # other models: dash + why
     erf_part = page[page.index('id="erf"'):page.index('id="curves"')]
     assert "random init" not in erf_part and "(100 it)" in erf_part   # trained checkpoint, labelled so
 
 
 def test_empty_results_render_dashes_and_stage_notes(tmp_path):
     cfg = smoke_cfg()
-    out = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "r" / "index.html",
-                     checkpoints=tmp_path / "models", build="test_report:build_standin")
+    out = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "r" / "index.html")
     page = out.read_text()
     assert "SMOKE PROFILE" in page
     for stage in ("csrbench complexity", "csrbench erf", "csrbench train", "csrbench degrade", "csrbench bench"):
@@ -156,8 +164,7 @@ def test_paper_profile_results_have_no_smoke_banner(tmp_path):
     cfg = dataclasses.replace(smoke_cfg(), profile="paper")
     _metrics(tmp_path / "results", "mambacsr", 4, "jpeg", 10, {"set5": (25.21, 0.7212)}, iterations=300000,
              profile="paper")
-    page = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "index.html",
-                      checkpoints=tmp_path / "models", build="test_report:build_standin").read_text()
+    page = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "index.html").read_text()
     assert "SMOKE PROFILE" not in page and "unfinished" not in page.split("<main>")[1].split("</nav>")[0]
     assert '<span class="o" title="ours">25.21</span><span class="d" title="ours - paper">+0.01</span>' in page
 
@@ -184,7 +191,6 @@ def test_textzoom_table_and_curves(fixture_tree):
 
 
 def test_no_textzoom_results_say_which_stage_makes_them(tmp_path):
-    page = render.run(smoke_cfg(), tmp_path / "results", tmp_path / "data", tmp_path / "index.html",
-                      checkpoints=tmp_path / "models", build="test_report:build_standin").read_text()
+    page = render.run(smoke_cfg(), tmp_path / "results", tmp_path / "data", tmp_path / "index.html").read_text()
     tzp = page[page.index('<section id="textzoom">'):page.index('<section id="complexity">')]
     assert "csrbench textzoom-train" in tzp and '<table class="textzoom"' not in tzp

@@ -15,8 +15,8 @@ offline. Sections:
   Swin2SR rows appear swapped.
 * ERF grid (``results/erf``), training curves (``results/curves/**.csv``), the
   codec table (bpp / PSNR of the LR images from ``data/lr/**/manifest.json``),
-  visual crops (compressed LR, each model's SR, HR) made here by running each
-  model's ``final.pt`` on one crop per image on the CPU, benchmark figures
+  visual crops (compressed LR, each model's SR, HR) that ``csrbench evaluate``
+  saved under ``results/visual`` (:mod:`harness.visual`), benchmark figures
   (``results/bench/*.json``) and a provenance block gathered from the results'
   provenance blocks.
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib
 import io
 import json
 import logging
@@ -45,6 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from harness import paper_tables as pt
+from harness.config import Config
 from harness.provenance import write_text
 
 __all__ = ["run", "gather", "render_html", "DASH"]
@@ -54,7 +54,6 @@ log = logging.getLogger("csrbench.report")
 DASH = "—"
 TEMPLATES = Path(__file__).parent / "templates"
 PAPER_MODELS = ("SwinIR", "Swin2SR", "HST", "HAT", "MambaIR", "MambaCSR")
-DEFAULT_BUILD = "harness.models:build"
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -80,14 +79,6 @@ def _num(x: Any) -> float | None:
 
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _png_of(img: np.ndarray) -> bytes:
-    import cv2
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
 
 
 @lru_cache(maxsize=None)
@@ -523,80 +514,53 @@ def bench_section(results: Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- visual crops
 
-def _read_rgb(path: Path) -> np.ndarray:
-    import cv2
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def _png_uri(path: Path) -> str | None:
+    return _data_uri(path.read_bytes()) if path.is_file() else None
 
 
-def visual_section(cfg: Any, data: Path, checkpoints: Path, build: str) -> dict[str, Any]:
-    """Compressed LR, each model's SR and HR on one centre crop of ``report.visual_images`` test images.
+def visual_section(cfg: Config, results: Path) -> dict[str, Any]:
+    """Compressed LR, each model's SR and HR on the centre crops that ``csrbench evaluate`` saved.
 
-    Each model's ``<checkpoints>/<model>/x<s>_<tag>/final.pt`` is run here on the CPU on the LR crop
-    only (smoke models are tiny; paper models take seconds). Models without a checkpoint show "—".
+    Reads ``<results>/visual/<model>/x<s>_<tag>/`` (:mod:`harness.visual`: crop PNGs and ``crops.json``
+    with the crop box and its PSNR-Y) for the first of ``runs.degradations``; nothing is recomputed
+    here. A model without crops shows "—" with the command that makes them.
     """
-    import torch
+    from harness.visual import CROPS_JSON, crop_paths
     deg = cfg.runs.degradations[0]
-    scale, tag, dataset = cfg.degrade.scale, deg.tag, cfg.data.test[0]
-    lr_dir = Path(data) / "lr" / dataset / f"x{scale}" / tag
-    hr_dir = Path(data) / "hr" / dataset
-    info = {"dataset": dataset, "tag": tag, "scale": scale, "models": list(cfg.runs.model_names), "images": [],
-            "note": None}
-    names = sorted(p.stem for p in lr_dir.glob("*.png") if (hr_dir / p.name).is_file()) if lr_dir.is_dir() else []
-    if not names:
-        info["note"] = f"no LR/HR pairs in {lr_dir} and {hr_dir} (produced by `csrbench prepare` + `csrbench degrade`)"
-        return info
-    names = names[: cfg.report.visual_images]
-    nets: dict[str, Any] = {}
-    from harness.erf import load_weights
-    try:
-        mod, _, attr = build.partition(":")
-        builder = getattr(importlib.import_module(mod), attr)
-    except Exception as e:  # noqa: BLE001 - the page still renders without models
-        builder = None
-        info["note"] = f"models not buildable here ({type(e).__name__}: {e})"
+    scale, tag = cfg.degrade.scale, deg.tag
+    run_tag = f"x{scale}_{tag}"
+    info = {"dataset": cfg.data.test[0], "tag": tag, "scale": scale, "models": list(cfg.runs.model_names),
+            "images": [], "note": None}
+    crops = {}
     for model in cfg.runs.model_names:
-        ckpt = Path(checkpoints) / model / f"x{scale}_{tag}" / "final.pt"
-        if builder is None or not ckpt.is_file():
-            nets[model] = {"net": None, "why": f"no final.pt (produced by `csrbench train`): {ckpt}"}
-            continue
-        try:
-            net = builder(model)
-            w = load_weights(net, ckpt)
-            nets[model] = {"net": net.eval(), "iterations": (w or {}).get("iterations"), "why": None}
-        except Exception as e:  # noqa: BLE001
-            nets[model] = {"net": None, "why": f"{ckpt}: {type(e).__name__}: {e}"}
-    try:
-        from harness.metrics import psnr_y
-    except ImportError:  # pragma: no cover
-        psnr_y = None
-    for name in names:
-        lr, hr = _read_rgb(lr_dir / f"{name}.png"), _read_rgb(hr_dir / f"{name}.png")
-        side = max(scale, min(cfg.report.crop, lr.shape[0] * scale, lr.shape[1] * scale) // scale * scale)
-        ls = side // scale
-        ly, lx = (lr.shape[0] - ls) // 2, (lr.shape[1] - ls) // 2
-        lr_c = lr[ly:ly + ls, lx:lx + ls]
-        hr_c = hr[ly * scale:ly * scale + side, lx * scale:lx * scale + side]
-        tiles = [{"label": f"LR {tag} (nearest x{scale})", "image": _data_uri(_png_of(
-            np.repeat(np.repeat(lr_c, scale, 0), scale, 1))), "psnr": None, "why": None}]
+        folder = Path(results) / "visual" / model / run_tag
+        crops[model] = (folder, _read_json(folder / CROPS_JSON) if (folder / CROPS_JSON).is_file() else None)
+    found = [(folder, rec) for folder, rec in crops.values() if rec is not None]
+    if not found:
+        info["note"] = (f"no visual crops in {Path(results) / 'visual'}/<model>/{run_tag}/ "
+                        f"(produced by `csrbench evaluate`)")
+        return info
+    first, rec0 = found[0]
+    info["dataset"] = rec0.get("dataset", info["dataset"])
+    for name, im in (rec0.get("images") or {}).items():
+        ref = crop_paths(first, name)
+        tiles = [{"label": f"LR {tag} (nearest x{scale})", "image": _png_uri(ref["lr"]), "psnr": None,
+                  "why": f"missing {ref['lr']}"}]
         for model in cfg.runs.model_names:
-            n = nets[model]
-            if n["net"] is None:
-                tiles.append({"label": model, "image": None, "psnr": None, "why": n["why"]})
+            folder, rec = crops[model]
+            mine = None if rec is None else (rec.get("images") or {}).get(name)
+            if mine is None:
+                why = (f"no crops (produced by `csrbench evaluate --model {model} --codec {deg.codec} "
+                       f"--level {deg.level}`): {folder}") if rec is None else f"{folder / CROPS_JSON} has no {name}"
+                tiles.append({"label": model, "image": None, "psnr": None, "why": why})
                 continue
-            with torch.no_grad():
-                x = torch.from_numpy(np.ascontiguousarray(lr_c)).permute(2, 0, 1).float().div(255).unsqueeze(0)
-                y = n["net"](x)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-            p = None
-            if psnr_y is not None and y.shape == hr_c.shape:
-                p = psnr_y(y, hr_c, crop_border=0)
-            tiles.append({"label": model + ("" if n.get("iterations") is None else f" ({n['iterations']} it)"),
-                          "image": _data_uri(_png_of(y)), "psnr": None if p is None or not math.isfinite(p)
-                          else f"{p:.2f} dB", "why": None})
-        tiles.append({"label": "HR", "image": _data_uri(_png_of(hr_c)), "psnr": None, "why": None})
-        info["images"].append({"name": name, "crop": [ly * scale, lx * scale, side], "tiles": tiles})
+            sr = crop_paths(folder, name)["sr"]
+            p = _num(mine.get("psnr_y"))
+            tiles.append({"label": model + ("" if rec.get("iterations") is None else f" ({rec['iterations']} it)"),
+                          "image": _png_uri(sr), "psnr": None if p is None else f"{p:.2f} dB",
+                          "why": f"missing {sr}"})
+        tiles.append({"label": "HR", "image": _png_uri(ref["hr"]), "psnr": None, "why": f"missing {ref['hr']}"})
+        info["images"].append({"name": name, "crop": list(im["box"]), "tiles": tiles})
     return info
 
 
@@ -640,8 +604,7 @@ def provenance_section(results: Path, cfg: Any, metrics: dict) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------- page
 
-def gather(cfg: Any, results: Path, data: Path, checkpoints: Path = Path("models"),
-           build: str = DEFAULT_BUILD) -> dict[str, Any]:
+def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
     """Everything the template shows, as plain dicts (no I/O beyond reading results and data)."""
     results, data = Path(results), Path(data)
     metrics = load_metrics(results)
@@ -658,7 +621,7 @@ def gather(cfg: Any, results: Path, data: Path, checkpoints: Path = Path("models
         "erf": erf_section(results),
         "curves": curves_section(results),
         "codecs": codec_section(data),
-        "visual": visual_section(cfg, data, checkpoints, build),
+        "visual": visual_section(cfg, results),
         "bench": bench_section(results),
         "provenance": provenance_section(results, cfg, metrics),
         "n_metrics": len(metrics),
@@ -681,20 +644,17 @@ def render_html(ctx: dict[str, Any]) -> str:
     return env.get_template("index.html.j2").render(**ctx)
 
 
-def run(cfg: Any, results: Path, data: Path, out: Path, *, checkpoints: Path = Path("models"),
-        build: str = DEFAULT_BUILD) -> Path:
+def run(cfg: Any, results: Path, data: Path, out: Path) -> Path:
     """Render the report page.
 
     Args:
         cfg: loaded config (profile, runs, report.*, evaluate.* for the provenance block).
         results: the results folder.
-        data: the data folder (codec manifests, visual crops).
+        data: the data folder (codec manifests).
         out: the HTML file, normally ``results/report/index.html``.
-        checkpoints: folder of ``<model>/x<s>_<tag>/final.pt`` for the visual crops.
-        build: ``module:function`` building a model by name (tests pass stand-ins).
 
     Returns:
         ``out``.
     """
-    ctx = gather(cfg, results, data, checkpoints, build)
+    ctx = gather(cfg, results, data)
     return write_text(out, render_html(ctx))
