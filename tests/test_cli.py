@@ -1,20 +1,45 @@
 """The csrbench CLI lists every stage, validates params before any work, and never fakes output."""
+import argparse
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from harness import cli, config
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
 
 def test_help_lists_every_stage(capsys):
+    """Every stage is a subcommand entry of --help (not just a word of the description above them)."""
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for stage in cli.STAGES + ("bench", "profile"):
-        assert stage in out
+    entries = re.findall(r"^    ([a-z][a-z0-9-]*)", out, re.M)
+    assert entries == list(_subcommands())
+    missing = set(cli.STAGES + ("bench", "profile")) - set(entries)
+    assert not missing, f"stages without a subcommand: {sorted(missing)}"
+
+
+def test_every_dvc_stage_runs_a_subcommand_with_its_options():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    subs = _subcommands()
+    for name, stage in stages.items():
+        words = stage["cmd"].split()
+        assert words[0] == "csrbench", f"dvc.yaml stage {name}: {stage['cmd']!r}"
+        assert words[1] in subs, f"dvc.yaml stage {name}: `csrbench {words[1]}` is not a subcommand"
+        known = {o for a in subs[words[1]]._actions for o in a.option_strings}
+        unknown = [w for w in words[2:] if w.startswith("--") and w not in known]
+        assert not unknown, f"dvc.yaml stage {name}: csrbench {words[1]} has no option {unknown}"
 
 
 @pytest.mark.parametrize("stage", cli.STAGES + ("bench", "profile"))

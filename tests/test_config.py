@@ -1,5 +1,6 @@
 """params.yaml loads strictly: typos, wrong types and bad values name the key and the file."""
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_config_is_frozen_and_types_converted():
     cfg = config.load(config.profile_path("smoke"))
     assert isinstance(cfg.data.test, tuple) and isinstance(cfg.train.lr, float)
-    with pytest.raises(Exception):
+    lr = cfg.train.lr
+    with pytest.raises(dataclasses.FrozenInstanceError, match="lr"):
         cfg.train.lr = 1.0  # type: ignore[misc]
+    assert cfg.train.lr == lr
+    for f in dataclasses.fields(cfg):   # every section, and the top level, is frozen too
+        with pytest.raises(dataclasses.FrozenInstanceError, match=f.name):
+            setattr(cfg, f.name, None)
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section):
+            first = dataclasses.fields(section)[0].name
+            with pytest.raises(dataclasses.FrozenInstanceError, match=first):
+                setattr(section, first, None)
 
 
 def test_switch_profile(tmp_path):

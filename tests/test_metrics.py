@@ -119,11 +119,20 @@ def test_ssim_too_small_for_window():
         ssim_y(_const(14, 14, 3), _const(14, 14, 4), crop_border=2)
 
 
-def test_metrics_table_names_the_functions():
+def test_metrics_table_describes_the_functions():
+    """Each METRICS entry names a function whose scores keep its ``range`` and ``higher_is_better``."""
     assert set(METRICS) == {"psnr_y", "ssim_y"}
+    rng = np.random.default_rng(3)
+    hr = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    noise = rng.normal(0, 1, hr.shape)
+    far, near = (np.clip(hr + sigma * noise, 0, 255).astype(np.uint8) for sigma in (30, 3))
     for name, info in METRICS.items():
-        assert info["higher_is_better"] is True
-        assert callable(getattr(metrics, name))
+        fn = getattr(metrics, name)
+        lo, hi = info["range"]
+        worse, better, same = (fn(x, hr, 2) for x in (far, near, hr))
+        assert lo <= worse and better <= hi, name
+        assert (worse < better) is info["higher_is_better"], name
+        assert same == pytest.approx(hi, abs=1e-12), name   # identical images: the best end (inf dB, SSIM 1)
 
 
 def test_matches_pyiqa_when_installed():
