@@ -1,14 +1,21 @@
 """Stage ``check``: fail when PSNR / SSIM regress against a baseline.
 
-The baseline is either a committed reference folder (``check.reference`` in
-params, same layout as ``results/metrics``) or the metrics committed at a git
-revision (``csrbench check --against REV``). Every (model, scale, codec, level,
-dataset) of the baseline must still exist, and its ``psnr_y`` may drop by at most
-``check.psnr_drop_db`` dB and ``ssim_y`` by at most ``check.ssim_drop``.
-Figures of different profiles (smoke vs paper) are never compared.
+The baseline is either the committed reference folder of the profile
+(``check.reference``, ``results/reference/<profile>``, same layout as
+``results/metrics``) or the metrics committed at a git revision (``csrbench check
+--against REV``). Every (model, scale, codec, level, dataset) of the baseline must
+still exist, and its ``psnr_y`` may drop by at most ``check.psnr_drop_db`` dB and
+``ssim_y`` by at most ``check.ssim_drop``. Figures of different profiles (smoke vs
+paper) are never compared: a reference holding another profile's rows is an error.
 
-Exit code 0: no regression; 1: regression or a baseline row missing now
-(each named with model, dataset, codec, level, old and new value).
+A profile without a reference yet (the first paper run) is reported as such, in
+one line, and ``check.missing_reference`` decides: ``fail`` exits 1, ``pass``
+exits 0. Either way the line says to run ``csrbench check --update`` once the
+figures are trusted.
+
+Exit code 0: no regression (or no reference and ``missing_reference: pass``);
+1: regression or a baseline row missing now (each named with model, dataset,
+codec, level, old and new value), or no reference and ``missing_reference: fail``.
 """
 from __future__ import annotations
 
@@ -139,6 +146,15 @@ def _print(findings: Iterable[Finding], n_rows: int, baseline: str) -> None:
     print(f"check {status}: {n_rows} baseline rows from {baseline}, {len(findings)} problem(s)")
 
 
+def _no_reference(cfg, folder: Path) -> int:
+    """No reference rows for this profile: say so, and pass or fail as ``check.missing_reference`` says."""
+    verdict = "SKIPPED (check.missing_reference: pass)" if cfg.check.missing_reference == "pass" \
+        else "FAIL (check.missing_reference: fail)"
+    print(f"check {verdict}: no reference for profile {cfg.profile!r} in {folder}; once these figures are "
+          f"trusted, run `csrbench check --update` and commit {folder}")
+    return 0 if cfg.check.missing_reference == "pass" else 1
+
+
 def run(cfg, results: Path, against: str | None = None, baseline: Path | None = None,
         update: bool = False) -> int:
     """Compare ``results/metrics`` with the baseline; returns the process exit code."""
@@ -149,13 +165,18 @@ def run(cfg, results: Path, against: str | None = None, baseline: Path | None = 
     new = collect(Path(results) / "metrics")
     if against is not None:
         old, source = collect_at_revision(against), f"git revision {against}"
+        if not old:
+            raise ValueError(f"{source}: holds no metrics rows to compare against")
     else:
         folder = Path(baseline or cfg.check.reference)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no reference metrics (make one with `csrbench check --update`)")
-        old, source = collect(folder), str(folder)
-    if not old:
-        raise ValueError(f"{source}: holds no metrics rows to compare against")
+        old = collect(folder) if folder.is_dir() else {}
+        source = str(folder)
+        if not old:
+            return _no_reference(cfg, folder)
+        other = sorted({r.profile for r in old.values() if r.profile and r.profile != cfg.profile})
+        if other:
+            raise ValueError(f"{folder}: reference holds profile {', '.join(map(repr, other))} figures, the params "
+                             f"profile is {cfg.profile!r}; point check.reference at results/reference/{cfg.profile}")
     findings = compare(old, new, cfg.check.psnr_drop_db, cfg.check.ssim_drop)
     _print(findings, len(old), source)
     return 1 if findings else 0

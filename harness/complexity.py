@@ -49,8 +49,10 @@ as VMamba adds) because the "~93.8 G with the scan" figure for MambaCSR uses it.
 Paper-size models are always counted (``mambacsr_smoke`` is counted as
 ``mambacsr``: Table 1 is about the paper sizes, and counting is cheap), while
 latency and peak memory are measured on the model named in the run list (the
-smoke size on the smoke profile), each in a fresh subprocess so allocator state
-of one model does not leak into the next:
+smoke size on the smoke profile), for the models ``complexity.latency_models``
+selects (``all``; ``table1`` = ``runs.models`` only, which bounds the paper preset
+to 6 timed networks out of 17 counted; ``none``), each in a fresh subprocess so
+allocator state of one model does not leak into the next:
 
 * CPU: peak resident memory, ``VmHWM - VmRSS`` from ``/proc/self/status`` after
   the model is built and a tiny 8x8 forward has loaded the kernels, with the
@@ -91,6 +93,7 @@ import torch
 from torch import nn
 
 from harness import paper_tables
+from harness.deps import require
 from harness.provenance import write_json
 
 __all__ = [
@@ -270,27 +273,16 @@ def _tracing_backend(mod: Any) -> str:
 def scan_backend() -> str:
     """Name of the selective-scan backend the traces use (``mambacsr.ops.selective_scan.current_backend``)."""
     mod = importlib.import_module("mambacsr.ops.selective_scan")
-    use = getattr(mod, "use_backend", None)
-    if callable(use):
-        with use(_tracing_backend(mod)):
-            return str(mod.current_backend(torch.device("cpu")))
-    return str(getattr(mod, "current_backend", lambda d: "unknown")(torch.device("cpu")))
+    with mod.use_backend(_tracing_backend(mod)):
+        return str(mod.current_backend(torch.device("cpu")))
 
 
 @contextlib.contextmanager
 def _fast_scan() -> Iterator[None]:
     """Force a one-PythonOp scan backend for tracing (see :func:`_tracing_backend`); :func:`count_model`
     then checks that the scan did trace as such an op."""
-    try:
-        mod = importlib.import_module("mambacsr.ops.selective_scan")
-    except ImportError:
-        yield
-        return
-    use = getattr(mod, "use_backend", None)
-    if not callable(use):
-        yield
-        return
-    with use(_tracing_backend(mod)):
+    mod = importlib.import_module("mambacsr.ops.selective_scan")
+    with mod.use_backend(_tracing_backend(mod)):
         yield
 
 
@@ -301,7 +293,7 @@ def _thop():
     import warnings
     with warnings.catch_warnings():  # thop 0.1.1 imports distutils' LooseVersion
         warnings.simplefilter("ignore", DeprecationWarning)
-        importlib.import_module("thop")
+        require("thop", "harness.complexity (the paper's counting method)")
         return importlib.import_module("thop.profile")
 
 
@@ -419,15 +411,13 @@ def count_model(model: nn.Module, input_size: int, *, with_thop: bool = True,
         uncalled_parameterless}, thop: {params, macs, method}, thop_skipped_params}``. MACs are plain
         counts (divide by 1e9 for G).
     """
+    require("fvcore", "harness.complexity (MAC counts)")
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
 
     model = model.eval()
     x = torch.rand(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    try:
-        scan_names = scan_op_names()
-    except (ImportError, RuntimeError):
-        scan_names = ()
+    scan_names = scan_op_names()
 
     def scan_handle(kind: str) -> Callable:
         def counted(inputs: list[Any], outputs: list[Any]) -> Counter:
@@ -676,10 +666,7 @@ def _measure_here(spec: str, name: str, size: int, repeats: int, device: str, th
             peak = (_rss_kib("VmHWM") or 0) * 1024 - before
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    try:
-        backend = importlib.import_module("mambacsr.ops.selective_scan").current_backend(dev)
-    except Exception:  # noqa: BLE001 - a model without the scan still gets its latency
-        backend = None
+    backend = importlib.import_module("mambacsr.ops.selective_scan").current_backend(dev)
     return {"model": name, "device": str(dev), "input": [1, 3, size, size], "repeats": repeats, "scan_backend": backend,
             "median_s": statistics.median(times), "times_s": times, "peak_memory_bytes": int(max(peak, 0)),
             "memory_method": method, "torch_threads": threads}
@@ -706,6 +693,21 @@ def measure_in_subprocess(name: str, size: int, repeats: int, device: torch.devi
 
 # ----------------------------------------------------------------------------- stage
 
+LATENCY_RULES = {"all": "every counted model", "table1": "runs.models only (Table 1); the others are counted only",
+                 "none": "no latency or memory measured"}
+
+
+def latency_names(cfg: Any, names: Sequence[str]) -> set[str]:
+    """The run-list names that get latency / memory (``complexity.latency_models``): each is a fresh
+    subprocess with a warm-up and ``latency_repeats`` forwards, the costly part on a paper preset."""
+    rule = cfg.complexity.latency_models
+    if rule == "all":
+        return set(names)
+    if rule == "table1":
+        return set(names) & set(cfg.runs.model_names)
+    return set()
+
+
 def default_models(cfg: Any) -> list[str]:
     """``runs.models`` + ``runs.ablations``, in order, without repeats."""
     return list(dict.fromkeys([*cfg.runs.model_names, *cfg.runs.ablation_names]))
@@ -730,10 +732,7 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
     builder = _resolve(build)
     size, repeats = cfg.complexity.input_size, cfg.complexity.latency_repeats
     names = list(models) if models else default_models(cfg)
-    try:
-        backend = scan_backend()
-    except ImportError:
-        backend = None
+    backend = scan_backend()
     results: dict[str, Any] = {}
     for name in names:
         counted = paper_tables.base_name(name) if count_paper_size else name
@@ -750,11 +749,15 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
         rec.update(compare_table1(counted, rec))
         rec["latency_models"] = [name]
         results[counted] = rec
+    timed = latency_names(cfg, names)
     for counted, rec in results.items():
         rec["latency"] = {}
         for name in rec["latency_models"]:
+            if name not in timed:
+                continue
             log.info("latency / memory of %s on %s", name, device)
             rec["latency"][name] = measure_in_subprocess(name, size, repeats, device, build=build)
+        rec["latency_models"] = [n for n in rec["latency_models"] if n in timed]
     payload = {
         "input": [1, 3, size, size],
         "unit_note": "MACs (one fused multiply-add = 1, fvcore's 'flop'); Table 1 prints them as GFLOPs",
@@ -763,6 +766,8 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
         "torch_threads": torch.get_num_threads(),
         "scan_mac_rule": "4*B*D*L*N + B*D*L*(1 + [D] + [z]) per scan (derived from the recurrence); "
                          "scan_9bldn = 9*B*L*D*N + B*D*L*([D] + [z]) (VMamba, FLOPs)",
+        "latency_rule": f"complexity.latency_models: {cfg.complexity.latency_models} "
+                        f"({LATENCY_RULES[cfg.complexity.latency_models]})",
         "models": results,
     }
     return write_json(out, payload, cfg=cfg, device=device, scan_backend=backend,

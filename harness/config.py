@@ -30,10 +30,10 @@ import yaml
 __all__ = [
     "ConfigError", "Config", "DataConfig", "DegradeConfig", "Degradation", "ModelRun", "RunsConfig", "TrainConfig",
     "EvaluateConfig", "ComplexityConfig", "ErfConfig", "ReportConfig", "CheckConfig", "TextZoomConfig",
-    "load", "load_dict", "PROFILES", "profile_path", "switch_profile",
+    "load", "load_dict", "check_names", "PROFILES", "profile_path", "switch_profile",
 ]
 
-PROFILES = ("smoke", "paper")
+PROFILES = tuple(sorted(p.stem for p in (Path(__file__).parent / "profiles").glob("*.yaml")))  # every preset
 CODECS = ("none", "jpeg", "hevc", "vvc")
 
 
@@ -52,7 +52,10 @@ class Degradation:
     def __post_init__(self):
         _check(self.codec != "none" or self.level == 0, "level", "must be 0 for codec 'none'")
         _check(self.codec != "jpeg" or 1 <= self.level <= 100, "level", "JPEG quality must be in 1..100")
-        _check(self.codec not in ("hevc", "vvc") or 0 <= self.level <= 63, "level", "QP must be in 0..63")
+        if self.codec in ("hevc", "vvc"):
+            from harness.data.codecs import QP_RANGE  # the encoders' real ranges, measured there
+            lo, hi = QP_RANGE[self.codec]
+            _check(lo <= self.level <= hi, "level", f"{self.codec.upper()} QP must be in {lo}..{hi}")
 
     @property
     def tag(self) -> str:
@@ -189,6 +192,8 @@ class EvaluateConfig:
 class ComplexityConfig:
     input_size: int                    # LR side of the 1x3xSxS input (Table 1 used 64)
     latency_repeats: int
+    latency_models: Literal["all", "table1", "none"]  # who gets latency / memory: every counted model,
+                                       # runs.models only (Table 1; the ablations are counted only), nobody
 
     def __post_init__(self):
         _check(self.input_size >= 8, "input_size", "must be >= 8")
@@ -214,7 +219,8 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class CheckConfig:
-    reference: str                     # committed reference metrics folder
+    reference: str                     # committed reference metrics of this profile (results/reference/<profile>)
+    missing_reference: Literal["fail", "pass"]  # no reference for this profile yet: exit 1, or say so and exit 0
     psnr_drop_db: float                # largest allowed PSNR drop
     ssim_drop: float                   # largest allowed SSIM drop
 
@@ -380,22 +386,64 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         raise _FieldError(dotted(e.key), e.msg) from None
 
 
-def load_dict(data: dict, source: str = "<dict>") -> Config:
-    """Validate a params mapping into a :class:`Config`; errors name ``source`` and the key."""
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}"
+
+
+def check_names(cfg: Config) -> None:
+    """Every dataset name against ``harness.data.registry`` and every model name against
+    ``harness.models.list_models()``, so a typo fails at load, naming the key, before any work.
+
+    Imports ``harness.models`` (torch and the model code): :func:`harness.cli.main` calls this
+    after it has set the thread limits, through ``load(..., names=False)`` then ``check_names``.
+
+    Raises:
+        ConfigError: names the file, the dotted key and the closest valid names.
+    """
+    from harness.data import registry
+    from harness.models import list_models
+    datasets = registry.names()
+    sources = sorted({s.name for d in registry.DATASETS.values() for s in d.sources})
+    models = list_models()
+    keys: list[tuple[str, str, str, list[str]]] = [("data.train", cfg.data.train, "dataset", datasets)]
+    keys += [(f"data.test[{i}]", n, "dataset", datasets) for i, n in enumerate(cfg.data.test)]
+    keys += [(f"data.local.{k}", k, "dataset or source", sorted({*datasets, *sources})) for k in cfg.data.local]
+    for section, runs in (("runs.models", cfg.runs.models), ("runs.ablations", cfg.runs.ablations),
+                          ("runs.classic_x2", cfg.runs.classic_x2), ("textzoom.models", cfg.textzoom.models)):
+        keys += [(f"{section}[{i}].name", m.name, "model", models) for i, m in enumerate(runs)]
+    keys += [(f"erf.models[{i}]", n, "model", models) for i, n in enumerate(cfg.erf.models)]
+    for key, name, kind, known in keys:
+        if name not in known:
+            what = "see harness.models.list_models()" if kind == "model" else \
+                f"registered: {', '.join(known)}"
+            raise ConfigError(f"{cfg.source}: {key}: {_unknown(kind, name, known)}; {what}")
+
+
+def load_dict(data: dict, source: str = "<dict>", *, names: bool = True) -> Config:
+    """Validate a params mapping into a :class:`Config`; errors name ``source`` and the key.
+
+    ``names=False`` skips :func:`check_names` (the caller runs it later).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a mapping of sections, got {type(data).__name__}")
     try:
         cfg = _build(Config, data, "")
     except _FieldError as e:
         raise ConfigError(f"{source}: {e.key}: {e.msg}") from None
-    return dataclasses.replace(cfg, source=source)
+    cfg = dataclasses.replace(cfg, source=source)
+    if names:
+        check_names(cfg)
+    return cfg
 
 
-def load(path: str | Path = "params.yaml") -> Config:
-    """Load and validate a params file.
+def load(path: str | Path = "params.yaml", *, names: bool = True) -> Config:
+    """Load and validate a params file, dataset and model names included (see :func:`check_names`).
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or breaks the schema (message names file and key).
+        ConfigError: the file is missing, is not YAML, breaks the schema or names an unknown dataset
+            or model (message names file and key).
     """
     path = Path(path)
     if not path.is_file():
@@ -404,11 +452,11 @@ def load(path: str | Path = "params.yaml") -> Config:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return load_dict(data, str(path))
+    return load_dict(data, str(path), names=names)
 
 
 def profile_path(name: str) -> Path:
-    """Path of a preset shipped with the package (``smoke`` or ``paper``)."""
+    """Path of a preset shipped with the package (a file of ``harness/profiles/``)."""
     if name not in PROFILES:
         close = difflib.get_close_matches(name, PROFILES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -417,7 +465,8 @@ def profile_path(name: str) -> Path:
 
 
 def switch_profile(name: str, target: str | Path = "params.yaml") -> Path:
-    """Copy the preset ``name`` over ``target`` after validating it; returns ``target``."""
+    """Copy the preset ``name`` over ``target`` after validating it (schema, dataset and model
+    names); returns ``target``."""
     from harness.provenance import write_text
     src = profile_path(name)
     load(src)  # a broken preset must never replace a working params file

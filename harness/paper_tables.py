@@ -34,10 +34,10 @@ SWAPPED_ROWS_NOTE = (
     "thop's count of Swin2SR (classical x4, 8.727 M / 37.18 G) and its 'Swin2SR 11.67 M / 52.96 G' thop's count "
     "of SwinIR (real_sr x4, 11.667 M / 52.96 G), as measured on the official code.")
 
-# Test-set keys of harness.data.registry -> column prefixes of the CSVs.
+# Test-set keys of harness.data.registry -> column prefixes of the CSVs (a test checks every key is registered).
 DATASET_COLUMN: dict[str, str] = {
     "set5": "set5", "set14": "set14", "bsd100": "bsd100", "urban100": "urban100", "manga109": "manga109",
-    "div2k_val": "div2k", "div2k": "div2k",
+    "div2k_valid": "div2k",
 }
 
 # Rows of mambacsr_ablations.csv -> csrbench models (paper size) that realise them, preferred first.
@@ -136,5 +136,5 @@ def paper_row_of(model: str) -> str | None:
 
 
 def dataset_column(dataset: str) -> str | None:
-    """Column prefix in the CSVs for a test-set key (``div2k_val`` -> ``div2k``), or ``None``."""
+    """Column prefix in the CSVs for a test-set key (``div2k_valid`` -> ``div2k``), or ``None``."""
     return DATASET_COLUMN.get(dataset)

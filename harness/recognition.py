@@ -175,11 +175,7 @@ class _WeightsRecognizer:
             raise RecognizerError(
                 f"textzoom.recognizer_weights: {p} not found; expected {self.expected} from {self.origin}")
         self.weights = p
-        try:
-            module = importlib.import_module(f"harness.recognizers.{self.name}")
-        except ModuleNotFoundError as e:
-            raise NotImplementedError(f"{type(self).__name__} recogniser: harness/recognizers/{self.name}.py "
-                                      f"is missing ({e}); use textzoom.recognizer: tesseract") from None
+        module = importlib.import_module(f"harness.recognizers.{self.name}")
         try:
             self._impl = module.load(p, device)
         except (ValueError, RuntimeError, OSError) as e:

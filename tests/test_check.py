@@ -83,3 +83,43 @@ def test_update_reference_and_corrupt_file(tmp_path, params, capsys):
     (tmp_path / "results" / "metrics" / "mambacsr_smoke" / "x4_jpeg_10.json").write_text("{")
     rc = cli.main(["check", "--params", str(params), "--results", str(tmp_path / "results"), "--baseline", str(ref)])
     assert rc == 1 and "x4_jpeg_10.json: not valid JSON" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one reference per profile
+
+def _params_with(tmp_path, profile="smoke", **check_keys):
+    import yaml
+    d = yaml.safe_load(config.profile_path(profile).read_text())
+    d["check"].update(check_keys)
+    p = tmp_path / f"{profile}_params.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+@pytest.mark.parametrize("choice,rc", [("pass", 0), ("fail", 1)])
+def test_missing_reference_says_so_and_obeys_the_param(tmp_path, capsys, choice, rc):
+    _metrics(tmp_path / "results" / "metrics", model="mambacsr", profile="paper")
+    p = _params_with(tmp_path, "paper", reference=str(tmp_path / "reference" / "paper"), missing_reference=choice)
+    assert cli.main(["check", "--params", str(p), "--results", str(tmp_path / "results")]) == rc
+    out = capsys.readouterr().out
+    assert f"no reference for profile 'paper' in {tmp_path / 'reference' / 'paper'}" in out
+    assert "csrbench check --update" in out and "MISSING" not in out
+
+
+def test_reference_of_another_profile_is_refused(tmp_path, capsys):
+    _metrics(tmp_path / "ref", profile="smoke")
+    _metrics(tmp_path / "results" / "metrics", model="mambacsr", profile="paper")
+    p = _params_with(tmp_path, "paper", reference=str(tmp_path / "ref"))
+    assert cli.main(["check", "--params", str(p), "--results", str(tmp_path / "results")]) == 1
+    assert "reference holds profile 'smoke' figures, the params profile is 'paper'" in capsys.readouterr().err
+
+
+def test_each_preset_has_its_own_reference_folder_and_smoke_is_committed():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for preset in sorted((root / "harness" / "profiles").glob("*.yaml")):
+        cfg = config.load(preset)
+        assert Path(cfg.check.reference) == Path("results/reference") / cfg.profile, preset
+    smoke = check.collect(root / config.load(config.profile_path("smoke")).check.reference)
+    assert smoke and {r.profile for r in smoke.values()} == {"smoke"}
+    assert not list((root / "results" / "reference").glob("*_smoke")), "smoke rows belong in reference/smoke/"

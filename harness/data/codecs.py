@@ -54,10 +54,14 @@ __all__ = [
     "EncoderError", "CodecResult", "rgb_to_yuv420", "yuv420_to_rgb", "pad_to_multiple",
     "degrade_jpeg", "degrade_hevc", "degrade_vvc", "compress", "ffmpeg_exe", "check_ffmpeg_encoder",
     "ffmpeg_hevc_command", "ffmpeg_vvc_command", "ffmpeg_decode_command", "hm_command", "vtm_command",
-    "find_cfg", "check_tools", "codec_settings", "encoder_version", "BT601", "PAD_MULTIPLE",
+    "find_cfg", "check_tools", "codec_settings", "encoder_version", "BT601", "PAD_MULTIPLE", "QP_RANGE",
 ]
 
 PAD_MULTIPLE = 8
+# The QP each encoder accepts, tried with the imageio-ffmpeg binary (v9.0.2): libx265 8-bit refuses
+# QP > 51 ("QP exceeds supported range (-QpBDOffsety to 51)"; the offset is 0 at 8 bits) and libvvenc
+# refuses QP > 63 (its -1 means "encoder default", not a QP). HM 8-bit and VTM share these limits.
+QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "vvc": (0, 63)}
 X265_PRESET = "medium"
 VVENC_PRESET = "medium"
 ENCODE_TIMEOUT_S = 600
@@ -342,8 +346,9 @@ def degrade_jpeg(rgb: np.ndarray, quality: int) -> CodecResult:
 
 
 def _video_round_trip(rgb: np.ndarray, qp: int, codec: str, encoder: str, binary: str, what: str) -> CodecResult:
-    if not 0 <= qp <= 63:
-        raise ValueError(f"{codec} QP must be in 0..63, got {qp}")
+    lo, hi = QP_RANGE[codec]
+    if not lo <= qp <= hi:
+        raise ValueError(f"{codec} QP must be in {lo}..{hi} (the encoder refuses others), got {qp}")
     h, w = rgb.shape[:2]
     padded = pad_to_multiple(rgb)
     ph, pw = padded.shape[:2]
@@ -379,7 +384,7 @@ def degrade_hevc(rgb: np.ndarray, qp: int, encoder: str = "ffmpeg", hm_path: str
 
     Args:
         rgb: HxWx3 uint8 RGB (any size; padded to a multiple of 8 and cropped back).
-        qp: quantisation parameter 0..63 (paper: 32, 37, 42).
+        qp: quantisation parameter 0..51 (paper: 32, 37, 42).
         encoder: ``"ffmpeg"`` (libx265) or ``"hm"`` (TAppEncoder at ``hm_path``).
         what: label for error messages (the image name).
     """

@@ -31,8 +31,12 @@ from dataclasses import dataclass
 __all__ = ["Source", "SkimageImage", "Dataset", "DATASETS", "get", "names", "UnknownDatasetError"]
 
 
-class UnknownDatasetError(KeyError):
-    """A dataset name that is not in :data:`DATASETS` (the message suggests the closest)."""
+class UnknownDatasetError(KeyError, ValueError):
+    """A dataset name that is not in :data:`DATASETS` (the message suggests the closest).
+
+    A ``KeyError`` for lookups, and a ``ValueError`` so the CLI reports it as bad input
+    (one line, exit 1) instead of a traceback.
+    """
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
