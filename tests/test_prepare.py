@@ -285,6 +285,7 @@ def _bad_image_bytes() -> dict[str, bytes]:
     rng = np.random.default_rng(1)
     gray = rng.integers(0, 256, (20, 24), dtype=np.uint8)
     rgba = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    rgba[..., 3] = 255                     # opaque: dropping alpha changes nothing (translucent: test_bad_inputs)
     rgb16 = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
     pal = Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).convert("P", palette=Image.ADAPTIVE)
     buf = io.BytesIO()
@@ -304,7 +305,8 @@ def test_conversions_are_documented_per_image(tmp_path, monkeypatch):
     folder = tmp_path / "d" / "hr" / "fake"
     man = json.loads((folder / "manifest.json").read_text())["images"]
     assert man["gray"]["conversions"] == ["grayscale -> RGB (channel replicated)"]
-    assert man["rgba"]["conversions"] == ["RGBA -> RGB (alpha dropped)"]
+    assert man["rgba"]["conversions"] == ["RGBA -> RGB (opaque alpha dropped)"]
+    assert man["palette"]["conversions"] == ["palette -> RGB (expanded through its palette)"]
     assert man["rgb16"]["conversions"] == ["16-bit -> 8-bit (round(v/257))"]
     for n in ("gray", "rgba", "rgb16", "palette"):
         a = cv2.imread(str(folder / f"{n}.png"), cv2.IMREAD_UNCHANGED)

@@ -6,13 +6,17 @@ prepare manifest records it):
 - grayscale (1-bit, 8-bit or 16-bit) -> RGB by replicating the channel, as the SR
   benchmarks do (BasicSR reads with ``cv2.imread(path, cv2.IMREAD_COLOR)``, which
   replicates gray into three channels; Set14 has grayscale images in some copies);
-- RGBA / LA / palette with transparency -> the alpha channel is dropped (again what
-  ``cv2.IMREAD_COLOR`` does); palette images are expanded through their palette;
-- 16-bit samples -> 8-bit by ``round(v / 257)`` (the exact 65535 -> 255 rescale;
-  OpenCV's IMREAD_COLOR would truncate with ``v >> 8``).
+- palette (indexed) -> RGB through its palette, exactly (no colour is changed);
+- RGBA / LA / palette with transparency whose alpha is fully opaque -> the alpha channel
+  is dropped (nothing changes: every pixel is shown as stored);
+- 16-bit samples -> 8-bit by ``round(v / 257)``: the exact 65535 -> 255 rescale, which
+  gives back ``k`` for 8-bit data stored as ``257 * k`` and the nearest 8-bit value
+  otherwise (OpenCV's IMREAD_COLOR would truncate with ``v >> 8``).
 
-Anything else (float or 32-bit integer samples, more than 4 channels) raises
-:class:`ImageError` naming the file. Corrupt and truncated files raise
+Refused with :class:`ImageError` naming the file: an alpha channel with any transparent or
+translucent pixel (what lies under it is undefined, and ``cv2.IMREAD_COLOR`` would silently
+keep those arbitrary colours; flatten it onto the intended background first), float or
+32-bit integer samples, more than 4 channels. Corrupt and truncated files raise
 :class:`ImageError` too: integrity is checked with Pillow, which refuses truncated
 PNG/JPEG data (OpenCV would silently return a grey-filled JPEG).
 """
@@ -41,10 +45,12 @@ class ImageError(ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
 
 
-def _check_integrity(path: Path) -> None:
+def _check_integrity(path: Path) -> str:
+    """Decode the whole file with Pillow (refuses truncated data); returns its mode (``P`` = palette)."""
     try:
         with Image.open(path) as im:
             im.load()
+            return im.mode
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -84,11 +90,21 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: image file not found")
-    _check_integrity(path)
+    mode = _check_integrity(path)
     a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if a is None:
         a = _pil_fallback(path)
     notes: list[str] = []
+    if mode in ("P", "PA"):
+        notes.append("palette -> RGB (expanded through its palette)")
+    if a.ndim == 3 and a.shape[2] in (2, 4):
+        alpha = a[..., -1]
+        opaque = np.iinfo(a.dtype).max if a.dtype.kind == "u" else 1
+        n = int(np.count_nonzero(alpha != opaque))
+        if n:
+            raise ImageError(f"{path}: alpha channel with {n} of {alpha.size} pixels not fully opaque; their colour "
+                             "is undefined, so the image is refused (flatten it onto its background, or save it "
+                             "without alpha)")
     if a.dtype == np.uint16:
         a = np.floor(a.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
         notes.append("16-bit -> 8-bit (round(v/257))")
@@ -103,10 +119,10 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
         notes.append("grayscale -> RGB (channel replicated)")
     elif a.ndim == 3 and a.shape[2] == 2:      # gray + alpha
         a = np.repeat(a[..., :1], 3, axis=2)
-        notes.append("grayscale+alpha -> RGB (alpha dropped)")
+        notes.append("grayscale+alpha -> RGB (opaque alpha dropped)")
     elif a.ndim == 3 and a.shape[2] == 4:
         a = a[..., :3]
-        notes.append("RGBA -> RGB (alpha dropped)")
+        notes.append("RGBA -> RGB (opaque alpha dropped)")
     elif not (a.ndim == 3 and a.shape[2] == 3):
         raise ImageError(f"{path}: unsupported image shape {a.shape}")
     rgb = np.ascontiguousarray(a[..., ::-1])
