@@ -3,13 +3,13 @@
 Each subcommand loads params.yaml strictly (a typo fails before any work),
 then calls one module's ``run(cfg, ...)`` with explicit paths; ``dvc.yaml``
 passes the same paths it declares as deps and outs. Logs go to stderr, results
-to files. A stage that is not built yet says so and exits 2; it never writes
-fake output.
+to files. Bad input (params, names, files) and a missing third-party package
+exit with one line naming the thing (and, for a package, the pip command); any
+other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import logging
 import os
@@ -26,13 +26,39 @@ BENCHES = ("scan", "degrade", "pipeline", "gpu")
 
 
 def _degradation(codec: str | None, level: int | None):
-    from harness.config import ConfigError, Degradation
+    from harness.config import ConfigError, Degradation, _FieldError
     if codec is None:
+        if level is not None:
+            raise ConfigError(f"--level {level} needs --codec")
         return None
+    if level is None and codec != "none":
+        what = "JPEG quality factor, 1..100" if codec == "jpeg" else "QP"
+        raise ConfigError(f"--codec {codec} needs --level ({what})")
     try:
-        return Degradation(codec=codec, level=0 if codec == "none" and level is None else level)
-    except Exception as e:  # _FieldError from the dataclass check
-        raise ConfigError(f"--codec {codec} --level {level}: {e}") from None
+        return Degradation(codec=codec, level=0 if level is None else level)
+    except _FieldError as e:  # the dataclass check
+        raise ConfigError(f"--codec {codec} --level {level}: {e.msg}") from None
+
+
+def _models(names: Sequence[str] | None) -> None:
+    """Reject an unknown ``--model`` before any work (names the closest)."""
+    from harness.config import ConfigError, _unknown
+    from harness.models import list_models
+    known = list_models()
+    for n in names or ():
+        if n not in known:
+            raise ConfigError(f"--model: {_unknown('model', n, known)}; see harness.models.list_models()")
+
+
+def _datasets(names: Sequence[str] | None) -> None:
+    """Reject an unknown ``--dataset`` before any work (lists the registered ones)."""
+    from harness.config import ConfigError
+    from harness.data import registry
+    for n in names or ():
+        try:
+            registry.get(n)
+        except registry.UnknownDatasetError as e:
+            raise ConfigError(f"--dataset: {e}") from None
 
 
 def _run_tag(scale: int, codec: str, level: int) -> str:
@@ -42,16 +68,19 @@ def _run_tag(scale: int, codec: str, level: int) -> str:
 # ----------------------------------------------------------------------------- handlers (parse -> call)
 
 def _prepare(a, cfg):
+    _datasets(a.dataset)
     return _call("harness.data.prepare", cfg, datasets=a.dataset or None, data_root=a.data_root, out=a.out)
 
 
 def _degrade(a, cfg):
+    _datasets(a.dataset)
     deg = _degradation(a.codec, a.level)
     return _call("harness.data.degrade", cfg, datasets=a.dataset or None, degradations=[deg] if deg else None,
                  scale=a.scale or cfg.degrade.scale, data=a.data)
 
 
 def _train(a, cfg):
+    _models([a.model])
     scale = a.scale or cfg.degrade.scale
     deg = _degradation(a.codec, a.level)
     tag = _run_tag(scale, deg.codec, deg.level)
@@ -62,6 +91,8 @@ def _train(a, cfg):
 
 
 def _evaluate(a, cfg):
+    _models([a.model])
+    _datasets(a.dataset)
     scale = a.scale or cfg.degrade.scale
     deg = _degradation(a.codec, a.level)
     tag = _run_tag(scale, deg.codec, deg.level)
@@ -73,10 +104,12 @@ def _evaluate(a, cfg):
 
 
 def _complexity(a, cfg):
+    _models(a.model)
     return _call("harness.complexity", cfg, models=a.model or None, out=a.out, device=_device(a, cfg))
 
 
 def _erf(a, cfg):
+    _models(a.model)
     return _call("harness.erf", cfg, models=a.model or None, checkpoints=a.checkpoints, data=a.data,
                  out=a.out, device=_device(a, cfg))
 
@@ -96,12 +129,14 @@ def _textzoom_prepare(a, cfg):
 
 
 def _textzoom_train(a, cfg):
+    _models([a.model])
     return _call("harness.textzoom_train", cfg, model=a.model, out=a.out or Path("models/textzoom") / a.model,
                  curves=a.curves or Path("results/curves/textzoom") / f"{a.model}.csv", resume=a.resume,
                  device=_device(a, cfg))
 
 
 def _textzoom(a, cfg):
+    _models([a.model])
     return _call("harness.textzoom_eval", cfg, model=a.model, checkpoint=a.checkpoint,
                  out=a.out or Path("results/textzoom") / f"{a.model}.json", device=_device(a, cfg))
 
@@ -124,11 +159,8 @@ def _device(a, cfg):
 
 
 def _call(module: str, cfg, **kwargs: Any) -> Any:
-    try:
-        mod = importlib.import_module(module)
-        fn: Callable[..., Any] = mod.run
-    except (ImportError, AttributeError) as e:
-        raise NotImplementedError(f"{module}.run is missing ({e})") from None
+    from harness.deps import import_stage
+    fn: Callable[..., Any] = import_stage(module).run
     if "cfg" not in inspect.signature(fn).parameters:  # a benchmark that needs no params
         return fn(**kwargs)
     return fn(cfg, **kwargs)
@@ -230,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", choices=BENCHES)
     sp.add_argument("--out", type=Path, default=None)
 
-    sp = add("profile", _profile, "copy a params preset (smoke | paper) into params.yaml")
-    sp.add_argument("name", choices=("smoke", "paper"))
+    from harness.config import PROFILES
+    sp = add("profile", _profile, f"validate a params preset ({' | '.join(PROFILES)}; harness/profiles/) "
+                                  "and copy it into params.yaml")
+    sp.add_argument("name", choices=PROFILES)
     return p
 
 
@@ -254,20 +288,19 @@ def _limit_threads(cfg, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.config import ConfigError, load
+    from harness.config import ConfigError, check_names, load
 
     args = build_parser().parse_args(argv)
     try:
-        cfg = None if args.command == "profile" else load(args.params)
+        cfg = None if args.command == "profile" else load(args.params, names=False)
         _limit_threads(cfg, args.command)
+        if cfg is not None:
+            check_names(cfg)  # imports torch: after the thread limits
         from harness.runtime import setup_logging
         setup_logging(-1 if args.quiet else args.verbose)
         result = args.fn(args, cfg)
     except ConfigError as e:
         print(f"csrbench {args.command}: {e}", file=sys.stderr)
-        return 2
-    except NotImplementedError as e:
-        print(f"csrbench {args.command}: not implemented yet ({e})", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         if args.verbose:

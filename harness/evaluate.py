@@ -73,20 +73,14 @@ def build_model(name: str) -> tuple[nn.Module, dict[str, Any]]:
     return net, _plain(config)
 
 
-def scan_backend(device: torch.device | str | None) -> str | None:
-    """``mambacsr.ops.selective_scan.current_backend(device)`` when that exists, else ``None``."""
-    try:
-        mod = importlib.import_module("mambacsr.ops.selective_scan")
-    except Exception:  # noqa: BLE001 - a broken optional kernel must not stop training
-        return None
-    fn = getattr(mod, "current_backend", None)
-    if not callable(fn):
-        return None
-    try:
-        return str(fn(torch.device(device) if device is not None else torch.device("cpu")))
-    except Exception as e:  # noqa: BLE001
-        log.warning("mambacsr.ops.selective_scan.current_backend failed: %s", e)
-        return None
+def scan_backend(device: torch.device | str | None) -> str:
+    """``mambacsr.ops.selective_scan.current_backend(device)``: the scan backend a model runs with.
+
+    The optional kernels (numba, mamba_ssm) are import-guarded inside ``mambacsr.ops``, so an
+    error here is a real one (e.g. ``CSRBENCH_SCAN_BACKEND`` naming a backend this device cannot run).
+    """
+    mod = importlib.import_module("mambacsr.ops.selective_scan")  # the module (mambacsr.ops.selective_scan is
+    return str(mod.current_backend(torch.device(device) if device is not None else torch.device("cpu")))  # a function)
 
 
 def load_final(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -94,7 +94,7 @@ def test_bad_value(tmp_path, key, value, pattern):
 def test_nested_dataclass_list_errors_name_index(tmp_path):
     d = _smoke()
     d["runs"]["degradations"] = [{"codec": "jpeg", "level": 10}, {"codec": "hevc", "level": 99}]
-    with pytest.raises(ConfigError, match=r"runs\.degradations\[1\]\.level: QP must be in 0\.\.63"):
+    with pytest.raises(ConfigError, match=r"runs\.degradations\[1\]\.level: HEVC QP must be in 0\.\.51"):
         config.load(_write(tmp_path, d))
     d["runs"]["degradations"] = [{"codec": "jpg", "level": 10}]
     with pytest.raises(ConfigError, match=r"runs\.degradations\[0\]\.codec: .*did you mean 'jpeg'"):

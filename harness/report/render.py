@@ -84,10 +84,10 @@ def _data_uri(png: bytes) -> str:
 @lru_cache(maxsize=None)
 def _profile_iterations(profile: str, section: str = "train") -> int | None:
     """``<section>.iterations`` of a shipped preset (the target a finished run reached)."""
-    from harness.config import load, profile_path
+    from harness.config import ConfigError, load, profile_path
     try:
         return getattr(load(profile_path(profile)), section).iterations
-    except Exception:  # noqa: BLE001 - unknown profile names just get no target
+    except ConfigError:  # a profile name that is not a shipped preset gets no target
         return None
 
 
