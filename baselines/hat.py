@@ -582,6 +582,25 @@ def hat() -> HATConfig:
     return HATConfig()
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# options/test/HAT_SRx4.yml (``param_key_g: params_ema``): whole image padded to a multiple of the
+# window (16), no tiling, no self-ensemble, crop_border 4.
+RELEASED_WEIGHTS = {
+    "HAT_SRx4.pth": {
+        "model": "hat", "url": "https://github.com/XPixelGroup/HAT#how-to-test (Google Drive / Baidu links)",
+        "sha256": "a92f81bd2c0c1aaa371a6e4d6cac69e749fde2e36196885ee47a4a3667542c9a",
+        "sha256_note": "not published by the authors; from a third-party install manifest (81,089,561 bytes), "
+                       "not verified here",
+        "params_key": "params_ema", "license": "Apache-2.0",
+        "train_data": "DF2K (DIV2K + Flickr2K), LR patch 64",
+        "degradation": {"scale": 4, "codec": "none", "level": 0, "how": "MATLAB bicubic x4"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 16, "self_ensemble": False, "crop_border": 4,
+                 "note": "HAT_SRx4.yml: whole image padded to a multiple of 16"},
+        "official": {},
+    },
+}
+
+
 def smoke(cfg: HATConfig) -> HATConfig:
     """Reduced copy on the same code path: C=24, 2 RHAGs of 2 HABs (+ OCAB), 4 heads, ws 4, same upscale.
 

@@ -495,6 +495,23 @@ def hst() -> HSTConfig:
     return HSTConfig()
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# test.sh / test_HST.py ``--ckpt checkpoint/model_comp<QF>.pt``: plain state dict, whole image.
+RELEASED_WEIGHTS = {
+    "model_comp10.pt": {
+        "model": "hst", "url": "https://drive.google.com/file/d/1ZtGxO6ghT1YFLgu_PIHBt7VpDV52CsjS/view",
+        "sha256": None, "sha256_note": "the authors publish no hash; Google Drive cannot be fetched here (the "
+                                       "Drive item is titled checkpoint_comp10_x4; test.sh names it model_comp<QF>.pt)",
+        "params_key": None, "license": "see the upstream LICENSE",
+        "train_data": "DIV2K + Flickr2K, SR pre-training then AIM 2022 compressed-input SR",
+        "degradation": {"scale": 4, "codec": "jpeg", "level": 10, "how": "bicubic x4 then JPEG quality 10"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 8, "self_ensemble": False, "crop_border": 4,
+                 "note": "test_HST.py: whole image"},
+        "official": {},
+    },
+}
+
+
 def smoke(cfg: HSTConfig) -> HSTConfig:
     """Reduced copy on the same code path, all three scales kept.
 

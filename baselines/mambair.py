@@ -625,6 +625,24 @@ def mambair_light_x2() -> MambaIRConfig:
                          upsampler="pixelshuffledirect", img_range=1.0)
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# options/test/test_MambaIR_SR_x2.yml: whole image, no self-ensemble, crop_border 2, BasicSR's default
+# ``param_key_g`` (``params``), strict load.
+RELEASED_WEIGHTS = {
+    "MambaIR_SR2.pth": {
+        "model": "mambair_x2", "url": "https://drive.google.com/file/d/11Kiy_0hmMyDjMvW7MmbUT6tO9n5JrDeB/view",
+        "sha256": None, "sha256_note": "the authors publish no hash; Google Drive cannot be fetched here (file "
+                                       "name = the README's model name; the Drive file may be named otherwise)",
+        "params_key": "params", "license": "Apache-2.0",
+        "train_data": "DF2K (DIV2K + Flickr2K), LR patch 64, 500k iterations (train_MambaIR_SR_x2.yml)",
+        "degradation": {"scale": 2, "codec": "none", "level": 0, "how": "MATLAB bicubic x2"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 1, "self_ensemble": False, "crop_border": 2,
+                 "note": "test_MambaIR_SR_x2.yml: whole image"},
+        "official": {},
+    },
+}
+
+
 def smoke(cfg: MambaIRConfig) -> MambaIRConfig:
     """Reduced copy on the same code path: C=24, 2 RSSGs of 1 block, N=8, CAB squeeze 4, same upscale."""
     return dataclasses.replace(cfg, embed_dim=24, depths=(1, 1), d_state=8, mlp_ratio=2.0,

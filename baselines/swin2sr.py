@@ -503,6 +503,25 @@ def swin2sr_compressed_x4() -> Swin2SRConfig:
     return Swin2SRConfig(upscale=4, img_size=48, upsampler="pixelshuffle_aux")
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# main_test_swin2sr.py --task compressed_sr --scale 4 --training_patch_size 48: whole image,
+# mirror-padded to a multiple of the window (8), no self-ensemble, crop_border = scale.
+RELEASED_WEIGHTS = {
+    "Swin2SR_CompressedSR_X4_48.pth": {
+        "model": "swin2sr_compressed_x4",
+        "url": "https://github.com/mv-lab/swin2sr/releases/download/v0.0.1/Swin2SR_CompressedSR_X4_48.pth",
+        "sha256": None, "sha256_note": "not published by the authors; not downloadable here",
+        "params_key": "params", "license": "Apache-2.0",
+        "train_data": "DIV2K + Flickr2K, LR patch 48 (AIM 2022 compressed-input SR challenge)",
+        "degradation": {"scale": 4, "codec": "jpeg", "level": 10,
+                        "how": "bicubic x4 then JPEG (AIM 2022 track 1; quality 10 as we read the challenge report)"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 8, "self_ensemble": False, "crop_border": 4,
+                 "note": "main_test_swin2sr.py: whole image, padded to a multiple of 8 by flipping"},
+        "official": {},
+    },
+}
+
+
 def smoke(cfg: Swin2SRConfig) -> Swin2SRConfig:
     """Reduced copy on the same code path: C=24, 2 RSTBs of 2 blocks, 2 heads, ws 4,
     cpb MLP 32 wide, same upsampler and upscale."""

@@ -414,6 +414,36 @@ def swinir_classical_x2() -> SwinIRConfig:
     return SwinIRConfig(upscale=2, img_size=64, upsampler="pixelshuffle")
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# main_test_swinir.py --task classical_sr: whole image (no tile), mirror-padded to a multiple of the
+# window (8), no self-ensemble, PSNR-Y with crop_border = scale.
+_SWINIR_RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
+RELEASED_WEIGHTS = {
+    "001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth": {
+        "model": "swinir_classical_x2", "url": _SWINIR_RELEASE + "001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth",
+        "sha256": "2032ebf8f401dd3ce2fae5f3852117cb72101ec6ed8358faa64c2a3fa09ed4ac",
+        "sha256_note": "not published by the authors; from a third-party install manifest (67,277,475 bytes), "
+                       "not verified here",
+        "params_key": "params", "license": "Apache-2.0",
+        "train_data": "DF2K (DIV2K + Flickr2K), LR patch 64, window 8",
+        "degradation": {"scale": 2, "codec": "none", "level": 0, "how": "MATLAB bicubic x2"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 8, "self_ensemble": False, "crop_border": 2,
+                 "note": "main_test_swinir.py: whole image, padded to a multiple of 8 by flipping"},
+        "official": {},
+    },
+    "001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth": {
+        "model": "swinir_classical_x4", "url": _SWINIR_RELEASE + "001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth",
+        "sha256": None, "sha256_note": "not published by the authors; not downloadable here",
+        "params_key": "params", "license": "Apache-2.0",
+        "train_data": "DF2K (DIV2K + Flickr2K), LR patch 64, window 8",
+        "degradation": {"scale": 4, "codec": "none", "level": 0, "how": "MATLAB bicubic x4"},
+        "eval": {"tile": 0, "tile_overlap": 0, "pad_multiple": 8, "self_ensemble": False, "crop_border": 4,
+                 "note": "main_test_swinir.py: whole image, padded to a multiple of 8 by flipping"},
+        "official": {},
+    },
+}
+
+
 def smoke(cfg: SwinIRConfig) -> SwinIRConfig:
     """Reduced copy on the same code path: C=24, 2 RSTBs of 2 blocks, 2 heads, ws 4, same upscale."""
     return dataclasses.replace(cfg, embed_dim=24, depths=(2, 2), num_heads=(2, 2), window_size=4,

@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("csrbench")
 
 STAGES = ("prepare", "degrade", "train", "evaluate", "complexity", "erf", "report", "check")
-BENCHES = ("scan", "degrade", "pipeline", "gpu")
+BENCHES = ("scan", "degrade", "pipeline", "gpu", "evaluate")
 
 
 def _degradation(codec: str | None, level: int | None):
@@ -93,6 +93,15 @@ def _train(a, cfg):
 def _evaluate(a, cfg):
     _models([a.model])
     _datasets(a.dataset)
+    if a.weights is not None:  # a released (official) checkpoint: harness/released.py
+        if a.checkpoint is not None:
+            from harness.config import ConfigError
+            raise ConfigError("--weights and --checkpoint exclude each other (--checkpoint is our own final.pt)")
+        from harness import released
+        deg = _degradation(a.codec, a.level)
+        return released.evaluate_weights(cfg, model=a.model, weights=a.weights, degradation=deg, scale=a.scale,
+                                         out=a.out, datasets=a.dataset or None, data=a.data,
+                                         device=_device(a, cfg), fidelity=a.fidelity)
     scale = a.scale or cfg.degrade.scale
     deg = _degradation(a.codec, a.level)
     tag = _run_tag(scale, deg.codec, deg.level)
@@ -101,6 +110,11 @@ def _evaluate(a, cfg):
                  out=a.out or Path("results/metrics") / a.model / f"{tag}.json",
                  datasets=a.dataset or None, data=a.data, device=_device(a, cfg),
                  visual=a.visual or Path("results/visual") / a.model / tag)
+
+
+def _released(a, cfg):
+    return _call("harness.released", cfg, model=a.model,
+                 out=a.out or Path("results/metrics") / f"{a.model}_released", data=a.data, device=_device(a, cfg))
 
 
 def _complexity(a, cfg):
@@ -218,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder")
     sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
     sp.add_argument("--out", type=Path, default=None, help="metrics JSON (default: results/metrics/<model>/...json)")
+    sp.add_argument("--weights", type=Path, default=None,
+                    help="a released (official) checkpoint file instead of our final.pt: bare state dict, "
+                         "BasicSR params / params_ema, module. prefixes (default out: "
+                         "results/metrics/<model>_released/...json)")
+    sp.add_argument("--fidelity", choices=("official", "paper"), default="official",
+                    help="with --weights: the official code's behaviour (default) or the paper's")
+
+    sp = add("released", _released, "score the released checkpoints of params `released` (absent files are skipped)")
+    sp.add_argument("--model", required=True, help="the model of a params `released` entry")
+    sp.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
+    sp.add_argument("--out", type=Path, default=None, help="folder (default: results/metrics/<model>_released)")
+
     sp.add_argument("--visual", type=Path, default=None,
                     help="folder of the report's visual crops (default: results/visual/<model>/x<s>_<codec>_<level>)")
 

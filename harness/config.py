@@ -30,6 +30,7 @@ import yaml
 __all__ = [
     "ConfigError", "Config", "DataConfig", "DegradeConfig", "Degradation", "ModelRun", "RunsConfig", "TrainConfig",
     "EvaluateConfig", "ComplexityConfig", "ErfConfig", "ReportConfig", "CheckConfig", "TextZoomConfig",
+    "ReleasedRun",
     "load", "load_dict", "check_names", "PROFILES", "profile_path", "switch_profile",
 ]
 
@@ -250,6 +251,28 @@ class TextZoomConfig:
 
 
 @dataclass(frozen=True)
+class ReleasedRun:
+    """A released (official) checkpoint the `released` stage scores, if its file is present.
+
+    ``code`` is the model's source file (the dvc.yaml row depends on it, as for ``runs``).
+    An absent ``file`` is skipped with one line saying where to download it.
+    """
+    model: str                         # harness.models name the weights fit (paper size), e.g. mambacsr
+    code: str                          # e.g. mambacsr/model.py
+    file: str                          # local weights file, e.g. models/released/Cross-scale-QF10-x4.pth
+    scale: int                         # SR factor of the weights
+    degradations: tuple[Degradation, ...]   # test degradations scored (one metrics JSON each)
+    datasets: tuple[str, ...]          # test sets; [] = data.test
+    fidelity: Literal["official", "paper"]  # official: the official code's behaviour (see harness/released.py)
+
+    def __post_init__(self):
+        _check(self.code.endswith(".py") and self.code.split("/")[0] in ("mambacsr", "baselines"),
+               "code", f"must be the model's source file under mambacsr/ or baselines/, got {self.code!r}")
+        _check(self.scale in (2, 3, 4), "scale", "must be 2, 3 or 4")
+        _check(len(self.degradations) > 0, "degradations", "needs at least one degradation")
+
+
+@dataclass(frozen=True)
 class Config:
     profile: Literal["smoke", "paper"]
     device: Literal["auto", "cpu", "cuda"]
@@ -263,6 +286,7 @@ class Config:
     report: ReportConfig
     check: CheckConfig
     textzoom: TextZoomConfig
+    released: tuple[ReleasedRun, ...]  # official checkpoints scored without training (`released` stage)
     source: str = field(default="<dict>", compare=False)   # file it was loaded from (not a params key)
 
     def to_dict(self) -> dict[str, Any]:

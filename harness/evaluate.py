@@ -38,7 +38,7 @@ from harness.checkpoint import FINAL_NAME, CheckpointError, file_sha256, load_ch
 from harness.metrics import psnr_y, ssim_y
 from harness.tiling import tiled_forward
 
-__all__ = ["run", "build_model", "load_final", "super_resolve", "image_to_tensor", "tensor_to_image",
+__all__ = ["run", "score_network", "build_model", "load_final", "super_resolve", "image_to_tensor", "tensor_to_image",
            "self_ensemble_forward", "scan_backend", "TILE_BLEND", "FINAL_KEYS"]
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,56 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def score_network(net: nn.Module, model: str, datasets: list[str], degradation: Any, scale: int, data: Path,
+                  tile: int, overlap: int, self_ensemble: bool, border: int, device: torch.device
+                  ) -> dict[str, Any]:
+    """PSNR / SSIM on Y of ``net`` on each test set: the ``datasets`` block of a metrics JSON.
+
+    Shared by this stage and ``harness.released`` (released checkpoints), so both score alike.
+
+    Args:
+        net: network in eval mode on ``device``.
+        model: name for the log lines.
+        datasets: test-set names under ``<data>/hr`` and ``<data>/lr/<ds>/x<scale>/<degradation.tag>``.
+        degradation, scale: which LR images.
+        data: the data folder.
+        tile, overlap, self_ensemble: inference settings (see :func:`super_resolve`).
+        border: pixels cropped before the metrics.
+        device: torch device.
+
+    Returns:
+        ``{dataset: {psnr_y, ssim_y, seconds, images: {image: {psnr_y, ssim_y, seconds}}}}``.
+    """
+    results: dict[str, Any] = {}
+    warmed = False
+    for ds in datasets:
+        pairs = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
+        if not warmed:  # compile / allocate once, untimed
+            super_resolve(net, pairs[0][1], scale, tile, overlap, self_ensemble, device)
+            warmed = True
+        images: dict[str, Any] = {}
+        for name, lr, hr in pairs:
+            _sync(device)
+            t0 = time.perf_counter()
+            sr = super_resolve(net, lr, scale, tile, overlap, self_ensemble, device)
+            _sync(device)
+            secs = time.perf_counter() - t0
+            if sr.shape != hr.shape:
+                raise ValueError(f"{ds}/{name}: SR output {sr.shape} does not match HR {hr.shape} "
+                                 f"(LR {lr.shape}, x{scale}); is the HR mod-cropped?")
+            images[name] = {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border),
+                            "seconds": secs}
+        results[ds] = {
+            "psnr_y": float(np.mean([v["psnr_y"] for v in images.values()])),
+            "ssim_y": float(np.mean([v["ssim_y"] for v in images.values()])),
+            "seconds": float(np.mean([v["seconds"] for v in images.values()])),
+            "images": images,
+        }
+        log.info("%s x%d %s on %s: PSNR-Y %.4f dB, SSIM-Y %.5f (%d images)", model, scale, degradation.tag, ds,
+                 results[ds]["psnr_y"], results[ds]["ssim_y"], len(images))
+    return results
+
+
 def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, out: Path,
         datasets: list[str] | None, data: Path, device: torch.device, visual: Path | None = None) -> Path:
     """Score one trained model on the test sets and write its metrics JSON.
@@ -243,37 +293,8 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
         log.warning("evaluate.crop_border is %d but the scale is %d; BasicSR and the papers crop `scale` pixels",
                     border, scale)
     names = list(datasets) if datasets else list(cfg.data.test)
-    results: dict[str, Any] = {}
-    warmed = False
-    for ds in names:
-        pairs = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
-        if not warmed:  # compile / allocate once, untimed
-            super_resolve(net, pairs[0][1], scale, tile, overlap, ev.self_ensemble, device)
-            warmed = True
-        images: dict[str, Any] = {}
-        for name, lr, hr in pairs:
-            _sync(device)
-            t0 = time.perf_counter()
-            sr = super_resolve(net, lr, scale, tile, overlap, ev.self_ensemble, device)
-            _sync(device)
-            secs = time.perf_counter() - t0
-            if sr.shape != hr.shape:
-                raise ValueError(f"{ds}/{name}: SR output {sr.shape} does not match HR {hr.shape} "
-                                 f"(LR {lr.shape}, x{scale}); is the HR mod-cropped?")
-            images[name] = {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border),
-                            "seconds": secs}
-        results[ds] = {
-            "psnr_y": float(np.mean([v["psnr_y"] for v in images.values()])),
-            "ssim_y": float(np.mean([v["ssim_y"] for v in images.values()])),
-            "seconds": float(np.mean([v["seconds"] for v in images.values()])),
-            "images": images,
-        }
-        log.info("%s x%d %s on %s: PSNR-Y %.4f dB, SSIM-Y %.5f (%d images)", model, scale, degradation.tag, ds,
-                 results[ds]["psnr_y"], results[ds]["ssim_y"], len(images))
-    if visual is not None:
-        from harness.visual import save_crops
-        save_crops(cfg, net, model, names[0], degradation, scale, Path(data), device, Path(visual),
-                   extra={"iterations": int(final["iterations"])})
+    results = score_network(net, model, names, degradation, scale, Path(data), tile, overlap, ev.self_ensemble,
+                            border, device)
 
     backend = scan_backend(device)
     tile_info = {"size": tile, "overlap": overlap, "blend": TILE_BLEND}

@@ -882,6 +882,41 @@ def smoke(cfg: MambaCSRConfig) -> MambaCSRConfig:
     )
 
 
+# Released weights (timm ``_cfg`` style, plain data; read by ``harness.released``). Official test:
+# options/test/test_MambaCSR_Q10_{Final,wo}.yml (``param_key_g: params_ema``, crop_border 4) and
+# basicsr/models/mambacsr_model.py ``test()``: the LR image is split into (h // 192 + 1) x (w // 192 + 1)
+# parts with a quarter-part overlap, each part mirror-padded up to the next multiple of 64, no
+# self-ensemble. ``official`` lists the config overrides that reproduce the official code.
+_MAMBACSR_EVAL = {
+    "tile": 192, "tile_overlap": 48, "pad_multiple": 64, "self_ensemble": False, "crop_border": 4,
+    "note": "official: h//192+1 parts per side with a quarter overlap, each padded to the next multiple of 64 "
+            "(at least 1 px); here: 192 px LR tiles, 48 px overlap, centre blend, pad_multiple 64",
+}
+_MAMBACSR_DRIVE = "https://drive.google.com/drive/folders/1595CDawG7MIiNgMAAPcAtDpM_PiPKmGS"
+RELEASED_WEIGHTS = {
+    "Cross-scale-QF10-x4.pth": {
+        "model": "mambacsr", "url": _MAMBACSR_DRIVE,
+        "sha256": None, "sha256_note": "the authors publish no hash; the Google Drive folder cannot be fetched here",
+        "params_key": "params_ema", "license": "none stated (the repository has no license file)",
+        "train_data": "DF2K (DIV2K + Flickr2K), sub-images 480 px HR / 120 px LR, step 240 / 60 (README)",
+        "degradation": {"scale": 4, "codec": "jpeg", "level": 10,
+                        "how": "bicubic x4, then cv2 JPEG at quality 10 (README)"},
+        "eval": _MAMBACSR_EVAL,
+        "official": {"official_cross_unscan": True, "pad_multiple": 64},
+    },
+    "Dual-Interleaved-QF10-x4.pth": {
+        "model": "mambacsr_wo_cross", "url": _MAMBACSR_DRIVE,
+        "sha256": None, "sha256_note": "the authors publish no hash; the Google Drive folder cannot be fetched here",
+        "params_key": "params_ema", "license": "none stated (the repository has no license file)",
+        "train_data": "DF2K (DIV2K + Flickr2K), sub-images 480 px HR / 120 px LR, step 240 / 60 (README)",
+        "degradation": {"scale": 4, "codec": "jpeg", "level": 10,
+                        "how": "bicubic x4, then cv2 JPEG at quality 10 (README)"},
+        "eval": _MAMBACSR_EVAL,
+        "official": {"pad_multiple": 64},
+    },
+}
+
+
 VARIANTS = {
     "mambacsr": mambacsr,
     "mambacsr_wo_cross": mambacsr_wo_cross,
