@@ -1,7 +1,7 @@
 """The published figures csrbench compares against, loaded from ``harness/paper/*.csv``.
 
 The CSVs are transcriptions of the MambaCSR paper (Ren et al. 2024,
-arXiv:2408.11758; Tables 1-4) and of the MambaIR paper (Guo et al., ECCV 2024,
+arXiv:2408.11758; Tables 1-4 and the supplementary VVC Table 5) and of the MambaIR paper (Guo et al., ECCV 2024,
 arXiv:2402.15648; Table 1, classic x2), shipped as package data (see
 ``harness/paper/README.md`` for what was transcribed and which cells are
 flagged). They are *published* numbers, never results of this project: the
@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_DIR", "TABLE1_ROW", "SWAPPED_ROWS_NOTE", "DATASET_COLUMN", "ABLATION_MODELS", "CLASSIC_X2_ROW", "load_csv",
-    "table1", "table1_row", "ablations", "classic_x2", "base_name", "ablation_rows_of", "paper_row_of", "dataset_column",
+    "table1", "table1_row", "table5_vvc", "compression_table", "ablations", "classic_x2", "base_name", "ablation_rows_of", "paper_row_of", "dataset_column",
 ]
 
 PAPER_DIR = Path(__file__).parent / "paper"
@@ -113,6 +113,16 @@ def table1_row(model_row: str, codec: str = "jpeg", level: int = 10) -> dict[str
         if r["model"] == model_row and r["codec"] == codec and int(r["level"]) == int(level):
             return r
     return None
+
+
+def table5_vvc() -> list[dict[str, Any]]:
+    """MambaCSR supplementary Table 5 (VVC QP 32/37/42): the same columns as Table 1."""
+    return load_csv("mambacsr_table5_vvc.csv")
+
+
+def compression_table() -> list[dict[str, Any]]:
+    """Table 1 (JPEG, HEVC) and Table 5 (VVC) rows together, each with ``table`` (1 or 5) added."""
+    return [{**r, "table": 1} for r in table1()] + [{**r, "table": 5} for r in table5_vvc()]
 
 
 def ablations() -> list[dict[str, Any]]:

@@ -98,7 +98,7 @@ def _render(fixture_tree):
 def test_every_table_present_with_smoke_banner(fixture_tree):
     page = _render(fixture_tree)
     assert "SMOKE PROFILE — not paper figures" in page
-    assert page.count('<table class="table1"') == 6                 # JPEG 10/20/30, HEVC 32/37/42
+    assert page.count('<table class="table1"') == 9                 # JPEG 10/20/30, HEVC 32/37/42, VVC (Table 5)
     for cls in ("ablation", "classic", "complexity", "erf", "codecs", "bench", "versions", "provenance"):
         assert f'<table class="{cls}"' in page, cls
     assert page.count('<table class="ablation"') == 3
@@ -155,7 +155,7 @@ def test_empty_results_render_dashes_and_stage_notes(tmp_path):
     assert "SMOKE PROFILE" in page
     for stage in ("csrbench complexity", "csrbench erf", "csrbench train", "csrbench degrade", "csrbench bench"):
         assert stage in page, stage
-    assert page.count('<table class="table1"') == 6
+    assert page.count('<table class="table1"') == 9                 # Table 1 (6) + Table 5 VVC (3)
     assert '<span class="o" title="ours">21' not in page
     assert page.count('title="ours">—</span>') > 100
 

@@ -55,13 +55,18 @@ __all__ = [
     "degrade_jpeg", "degrade_hevc", "degrade_vvc", "compress", "ffmpeg_exe", "check_ffmpeg_encoder",
     "ffmpeg_hevc_command", "ffmpeg_vvc_command", "ffmpeg_decode_command", "hm_command", "vtm_command",
     "find_cfg", "check_tools", "codec_settings", "encoder_version", "BT601", "PAD_MULTIPLE", "QP_RANGE",
+    "degrade_avc", "degrade_webp", "ffmpeg_avc_command", "ffmpeg_webp_command", "FFMPEG_ENCODER", "WEBP_QUALITY_RANGE",
 ]
 
 PAD_MULTIPLE = 8
 # The QP each encoder accepts, tried with the imageio-ffmpeg binary (v9.0.2): libx265 8-bit refuses
 # QP > 51 ("QP exceeds supported range (-QpBDOffsety to 51)"; the offset is 0 at 8 bits) and libvvenc
 # refuses QP > 63 (its -1 means "encoder default", not a QP). HM 8-bit and VTM share these limits.
-QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "vvc": (0, 63)}
+QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "vvc": (0, 63), "avc": (0, 51)}
+# Test-only codecs of `csrbench generalize` (not paper degradations): AVC = H.264 by libx264 (8-bit, all-intra,
+# constant QP, as HEVC), WebP = lossy VP8 by libwebp at quality 0..100 (fed the same BT.601 limited 4:2:0 planes).
+WEBP_QUALITY_RANGE = (0, 100)
+FFMPEG_ENCODER: dict[str, str] = {"hevc": "libx265", "vvc": "libvvenc", "avc": "libx264", "webp": "libwebp"}
 X265_PRESET = "medium"
 VVENC_PRESET = "medium"
 ENCODE_TIMEOUT_S = 600
@@ -255,9 +260,28 @@ def ffmpeg_vvc_command(exe: str, src: Path, dst: Path, width: int, height: int, 
             "-f", "vvc", "-y", str(dst)]
 
 
+def ffmpeg_avc_command(exe: str, src: Path, dst: Path, width: int, height: int, qp: int) -> list[str]:
+    """ffmpeg + libx264: one 8-bit 4:2:0 raw frame -> all-intra constant-QP H.264 Annex-B bitstream.
+
+    ``-tune psnr`` as for HEVC; the SEI NAL units (x264's ~500-byte settings string) are dropped by
+    the ``filter_units`` bitstream filter so the size is the coded picture only, as ``info=0`` for x265.
+    """
+    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+            "-s", f"{width}x{height}", "-i", str(src), "-frames:v", "1", "-c:v", "libx264",
+            "-preset", X265_PRESET, "-tune", "psnr", "-qp", str(qp), "-x264-params", "keyint=1:min-keyint=1:threads=1",
+            "-bsf:v", "filter_units=remove_types=6", "-f", "h264", "-y", str(dst)]
+
+
+def ffmpeg_webp_command(exe: str, src: Path, dst: Path, width: int, height: int, quality: int) -> list[str]:
+    """ffmpeg + libwebp: one 8-bit 4:2:0 raw frame -> lossy WebP (VP8 in RIFF) at ``quality`` 0..100, method 4."""
+    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+            "-s", f"{width}x{height}", "-i", str(src), "-frames:v", "1", "-c:v", "libwebp", "-lossless", "0",
+            "-quality", str(quality), "-compression_level", "4", "-threads", "1", "-f", "webp", "-y", str(dst)]
+
+
 def ffmpeg_decode_command(exe: str, src: Path, dst: Path, codec: str, bit_depth: int) -> list[str]:
     """ffmpeg: an HEVC / VVC Annex-B bitstream -> raw planar 4:2:0 YUV at ``bit_depth``."""
-    fmt = {"hevc": "hevc", "vvc": "vvc"}[codec]
+    fmt = {"hevc": "hevc", "vvc": "vvc", "avc": "h264", "webp": "webp_pipe"}[codec]
     pix = "yuv420p" if bit_depth == 8 else "yuv420p10le"
     return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1", "-f", fmt, "-i", str(src),
             "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", pix, "-y", str(dst)]
@@ -313,9 +337,9 @@ def check_tools(codec: str, *, hevc_encoder: str = "ffmpeg", vvc_encoder: str = 
     """
     if codec in ("none", "jpeg"):
         return
-    enc = hevc_encoder if codec == "hevc" else vvc_encoder
+    enc = hevc_encoder if codec == "hevc" else vvc_encoder if codec == "vvc" else "ffmpeg"
     if enc == "ffmpeg":
-        check_ffmpeg_encoder("libx265" if codec == "hevc" else "libvvenc")
+        check_ffmpeg_encoder(FFMPEG_ENCODER[codec])
     elif enc == "hm":
         find_cfg(_check_binary(hm_path, "hm_path"), "encoder_intra_main.cfg")
     elif enc == "vtm":
@@ -346,21 +370,23 @@ def degrade_jpeg(rgb: np.ndarray, quality: int) -> CodecResult:
 
 
 def _video_round_trip(rgb: np.ndarray, qp: int, codec: str, encoder: str, binary: str, what: str) -> CodecResult:
-    lo, hi = QP_RANGE[codec]
+    lo, hi = WEBP_QUALITY_RANGE if codec == "webp" else QP_RANGE[codec]
     if not lo <= qp <= hi:
-        raise ValueError(f"{codec} QP must be in {lo}..{hi} (the encoder refuses others), got {qp}")
+        what_level = "quality" if codec == "webp" else "QP"
+        raise ValueError(f"{codec} {what_level} must be in {lo}..{hi} (the encoder refuses others), got {qp}")
     h, w = rgb.shape[:2]
     padded = pad_to_multiple(rgb)
     ph, pw = padded.shape[:2]
-    bit_depth = 8 if codec == "hevc" else 10
+    bit_depth = 10 if codec == "vvc" else 8
     exe = ffmpeg_exe()
     with tempfile.TemporaryDirectory(prefix="csrbench-codec-") as tmp:
         tmp = Path(tmp)
         src, bits, dec = tmp / "in.yuv", tmp / f"out.{codec}", tmp / "dec.yuv"
         _write_yuv(src, rgb_to_yuv420(padded, bit_depth))
         if encoder == "ffmpeg":
-            check_ffmpeg_encoder("libx265" if codec == "hevc" else "libvvenc", exe)
-            make = ffmpeg_hevc_command if codec == "hevc" else ffmpeg_vvc_command
+            check_ffmpeg_encoder(FFMPEG_ENCODER[codec], exe)
+            make = {"hevc": ffmpeg_hevc_command, "vvc": ffmpeg_vvc_command, "avc": ffmpeg_avc_command,
+                    "webp": ffmpeg_webp_command}[codec]
             cmd = make(exe, src, bits, pw, ph, qp)
         elif encoder == "hm":
             cmd = hm_command(binary, find_cfg(binary, "encoder_intra_main.cfg"), src, bits, pw, ph, qp)
@@ -406,6 +432,16 @@ def degrade_vvc(rgb: np.ndarray, qp: int, encoder: str = "ffmpeg", vtm_path: str
     return _video_round_trip(rgb, qp, "vvc", encoder, binary, what)
 
 
+def degrade_avc(rgb: np.ndarray, qp: int, what: str = "avc") -> CodecResult:
+    """AVC (H.264) all-intra round trip by libx264 (8-bit BT.601 limited 4:2:0) at constant ``qp`` 0..51."""
+    return _video_round_trip(rgb, qp, "avc", "ffmpeg", "", what)
+
+
+def degrade_webp(rgb: np.ndarray, quality: int, what: str = "webp") -> CodecResult:
+    """Lossy WebP round trip by libwebp (8-bit BT.601 limited 4:2:0 planes) at ``quality`` 0..100."""
+    return _video_round_trip(rgb, quality, "webp", "ffmpeg", "", what)
+
+
 def compress(rgb: np.ndarray, codec: str, level: int, *, hevc_encoder: str = "ffmpeg", vvc_encoder: str = "ffmpeg",
              hm_path: str = "", vtm_path: str = "", what: str = "") -> CodecResult:
     """Dispatch on ``codec`` (``none`` / ``jpeg`` / ``hevc`` / ``vvc``); ``level`` is the QF or QP."""
@@ -417,7 +453,9 @@ def compress(rgb: np.ndarray, codec: str, level: int, *, hevc_encoder: str = "ff
         return degrade_hevc(rgb, level, hevc_encoder, hm_path, what=what or "hevc")
     if codec == "vvc":
         return degrade_vvc(rgb, level, vvc_encoder, vtm_path, what=what or "vvc")
-    raise ValueError(f"unknown codec {codec!r} (none, jpeg, hevc, vvc)")
+    if codec in ("avc", "webp"):
+        return _video_round_trip(rgb, level, codec, "ffmpeg", "", what or codec)
+    raise ValueError(f"unknown codec {codec!r} (none, jpeg, hevc, vvc, avc, webp)")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -441,6 +479,17 @@ def encoder_version(codec: str, encoder: str = "ffmpeg", binary: str = "") -> st
     exe = ffmpeg_exe()
     ff = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
     ff = " ".join(ff.split()[:3])
+    if codec == "webp":  # ffmpeg does not print libwebp's version
+        return f"{ff}, libwebp"
+    if codec == "avc":   # x264 writes its version into the SEI of an encode that keeps it
+        with tempfile.TemporaryDirectory(prefix="csrbench-ver-") as tmp:
+            src, dst = Path(tmp) / "v.yuv", Path(tmp) / "v.h264"
+            src.write_bytes(b"\x00" * (16 * 16 * 3 // 2))
+            subprocess.run([exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt",
+                            "yuv420p", "-s", "16x16", "-i", str(src), "-frames:v", "1", "-c:v", "libx264", "-f",
+                            "h264", "-y", str(dst)], capture_output=True, timeout=60)
+            m = re.search(rb"x264 - core (\d+)", dst.read_bytes() if dst.is_file() else b"")
+        return f"{ff}, libx264 core {m.group(1).decode() if m else 'unknown'}"
     # one tiny encode with the encoder's own banner gives the library version
     lib = "libx265" if codec == "hevc" else "libvvenc"
     pix = "yuv420p" if codec == "hevc" else "yuv420p10le"
@@ -475,6 +524,13 @@ def codec_settings(codec: str, level: int, *, hevc_encoder: str = "ffmpeg", vvc_
             binary = hm_path if enc == "hm" else vtm_path
             s["binary"] = binary
             s["cfg"] = "encoder_intra_main.cfg" if enc == "hm" else "encoder_intra_vtm.cfg"
+    elif codec in ("avc", "webp"):
+        s.update(encoder="ffmpeg", bit_depth=8, colour="BT.601 limited range, numpy (harness.data.codecs)",
+                 chroma="4:2:0, 2x2 mean down / centre-sited bilinear up", pad_multiple=PAD_MULTIPLE,
+                 structure="all-intra, one frame" if codec == "avc" else "one lossy VP8 frame")
+        s["qp" if codec == "avc" else "quality"] = level
+        s["command"] = " ".join((ffmpeg_avc_command if codec == "avc" else ffmpeg_webp_command)(
+            "ffmpeg", Path("in.yuv"), Path(f"out.{codec}"), 0, 0, level)[1:]).replace("-s 0x0", "-s WxH")
     elif codec != "none":
         raise ValueError(f"unknown codec {codec!r}")
     binary = ""
