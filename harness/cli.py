@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("csrbench")
 
 STAGES = ("prepare", "degrade", "train", "evaluate", "complexity", "erf", "report", "check")
-BENCHES = ("scan", "degrade", "pipeline", "gpu", "evaluate")
+BENCHES = ("scan", "degrade", "pipeline", "train", "evaluate")  # `gpu` was renamed `train` (device-agnostic)
 
 
 def _degradation(codec: str | None, level: int | None):
@@ -128,15 +128,6 @@ def _erf(a, cfg):
                  out=a.out, device=_device(a, cfg))
 
 
-def _generalize(a, cfg):
-    return _call("harness.generalize", cfg, checkpoints=a.checkpoints, data=a.data, out=a.out,
-                 models=a.model or None, datasets=a.dataset or None, device=_device(a, cfg))
-
-
-def _tables(a, cfg):
-    return _call("harness.tables", cfg, results=a.results, out=a.out)
-
-
 def _report(a, cfg):
     return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out)
 
@@ -165,8 +156,18 @@ def _textzoom(a, cfg):
 
 
 def _bench(a, cfg):
-    return _call(f"harness.bench.{a.name}", cfg, out=a.out or Path("results/bench") / f"{a.name}.json",
-                 device=_device(a, cfg))
+    from harness.config import ConfigError
+    from harness.deps import import_stage
+    module = f"harness.bench.{a.name}"
+    opts = {"models": ("--model", a.model), "batch_size": ("--batch-size", a.batch_size),
+            "patch_size": ("--patch-size", a.patch_size), "iterations": ("--iterations", a.iterations),
+            "warmup": ("--warmup", a.warmup), "precisions": ("--precision", a.precision),
+            "max_seconds": ("--max-seconds", a.max_seconds)}  # run() keyword: (flag, value)
+    given = {k: v for k, (_, v) in opts.items() if v is not None}
+    unused = [opts[k][0] for k in given if k not in inspect.signature(import_stage(module).run).parameters]
+    if unused:
+        raise ConfigError(f"bench {a.name}: {', '.join(unused)} not an option of this benchmark")
+    return _call(module, cfg, out=a.out or Path("results/bench") / f"{a.name}.json", device=_device(a, cfg), **given)
 
 
 def _profile(a, cfg):
@@ -266,18 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", type=Path, default=Path("data"))
     sp.add_argument("--out", type=Path, default=Path("results/erf"))
 
-    sp = add("generalize", _generalize, "codec generalization: each trained run on JPEG / HEVC / VVC / WebP / AVC "
-             "at matched bits per pixel (evaluation only)")
-    sp.add_argument("--model", action="append", help="model (repeatable; default: params runs.models)")
-    sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
-    sp.add_argument("--checkpoints", type=Path, default=Path("models"), help="folder of trained checkpoints")
-    sp.add_argument("--data", type=Path, default=Path("data"))
-    sp.add_argument("--out", type=Path, default=Path("results/generalization"))
-
-    sp = add("tables", _tables, "every paper table as CSV + Markdown (ours, paper, delta) into results/tables")
-    sp.add_argument("--results", type=Path, default=Path("results"))
-    sp.add_argument("--out", type=Path, default=Path("results/tables"))
-
     sp = add("report", _report, "render results/ into one HTML page")
     sp.add_argument("--results", type=Path, default=Path("results"))
     sp.add_argument("--data", type=Path, default=Path("data"))
@@ -308,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("bench", _bench, "benchmarks writing results/bench/<name>.json")
     sp.add_argument("name", choices=BENCHES)
     sp.add_argument("--out", type=Path, default=None)
+    g = sp.add_argument_group("bench train (defaults: the six paper models, the paper's batch 32 and LR patch 64); "
+                              "--model and --max-seconds also apply to bench evaluate")
+    g.add_argument("--model", action="append", help="model (repeatable; e.g. mambacsr_smoke for a quick check)")
+    g.add_argument("--batch-size", type=int, default=None, help="batch tried first (halved on out-of-memory)")
+    g.add_argument("--patch-size", type=int, default=None, help="LR patch side (HR: 4x)")
+    g.add_argument("--iterations", type=int, default=None, help="timed iterations per loop (default 30)")
+    g.add_argument("--warmup", type=int, default=None, help="untimed iterations before them (default 3)")
+    g.add_argument("--precision", action="append", choices=("fp32", "bf16"),
+                   help="repeatable (default: fp32 and bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--max-seconds", type=float, default=None, help="start no new model/precision after this")
 
     from harness.config import PROFILES
     sp = add("profile", _profile, f"validate a params preset ({' | '.join(PROFILES)}; harness/profiles/) "

@@ -208,7 +208,7 @@ _SWAP_ROW_NOTE = {"SwinIR": "Params / GFLOPs printed here are Swin2SR's (rows sw
 
 def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
     """Table 1 blocks, one per degradation: paper rows with our cells beside them."""
-    paper = pt.compression_table()   # Table 1 (JPEG, HEVC) + supplementary Table 5 (VVC)
+    paper = pt.table1()
     degs: list[tuple[str, int]] = []
     for r in paper:
         if (r["codec"], int(r["level"])) not in degs:
@@ -241,46 +241,9 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
                 "missing": rec is None,
             })
         blocks.append({"codec": codec, "level": level, "datasets": datasets, "rows": rows,
-                       "table": next((r["table"] for r in paper if r["codec"] == codec), None),
                        "any_ours": any(not r["missing"] for r in rows),
                        "in_paper": any(r["codec"] == codec and int(r["level"]) == level for r in paper)})
     return {"blocks": blocks, "swap_note": pt.SWAPPED_ROWS_NOTE}
-
-
-def generalization_section(results: Path) -> dict[str, Any] | None:
-    """Codec generalization (``results/generalization``): per test set, trained runs x test codecs.
-
-    A cell is PSNR-Y / SSIM-Y at the matched level, the test bpp beside the training bpp, and the
-    PSNR difference to the same run on its own training codec (the in-distribution diagonal).
-    """
-    recs = [r for p in sorted((Path(results) / "generalization").glob("*/x*_*_*.json")) if (r := _read_json(p))]
-    if not recs:
-        return None
-    codecs_: list[str] = []
-    for r in recs:
-        codecs_ += [c for c in r.get("test_codecs") or [] if c not in codecs_]
-    blocks: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in recs:
-        tr = r.get("trained_on") or {}
-        for ds, v in (r.get("datasets") or {}).items():
-            per = v.get("codecs") or {}
-            own = _num((per.get(tr.get("codec")) or {}).get("psnr_y"))
-            cells = []
-            for c in codecs_:
-                t = per.get(c)
-                if not t:
-                    cells.append(None)
-                    continue
-                p, s_ = _num(t.get("psnr_y")), _num(t.get("ssim_y"))
-                d = None if p is None or own is None or t.get("in_distribution") else p - own
-                cells.append({"level": t.get("level"), "bpp": _num(t.get("bpp")), "train_bpp": _num(t.get("train_bpp")),
-                              "psnr": DASH if p is None else f"{p:.2f}", "ssim": DASH if s_ is None else f"{s_:.4f}",
-                              "delta": DASH if d is None else f"{d:+.2f}", "cls": "" if d is None else
-                              ("pos" if d >= 0 else "neg"), "own": bool(t.get("in_distribution")),
-                              "at_end": bool(t.get("at_range_end"))})
-            blocks[ds].append({"model": r.get("model"), "trained": f"{tr.get('codec')}_{tr.get('level')}",
-                               "badges": badges_of(r), "cells": cells})
-    return {"codecs": codecs_, "blocks": [{"dataset": ds, "rows": rows} for ds, rows in blocks.items()]}
 
 
 def ablation_section(metrics: dict, complexity: dict[str, Any] | None, scale: int, codec: str,
@@ -518,6 +481,52 @@ def codec_section(data: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def train_bench_section(results: Path) -> dict[str, Any] | None:
+    """``results/bench/train.json`` (``csrbench bench train``) as table rows, or None when absent.
+
+    One row per model and precision: batch and LR patch measured, harness s/it and images/s, bare s/it,
+    overhead ratio, peak memory, projected hours of 300k iterations (at the measured batch/patch and scaled
+    to the paper's 32 x 64); a case that failed, was skipped or did not fit shows its reason.
+    """
+    path = Path(results) / "bench" / "train.json"
+    rec = _read_json(path) if path.is_file() else None
+    if rec is None or rec.get("benchmark") != "train":
+        return None
+    st, goals = rec.get("settings") or {}, rec.get("goals") or {}
+    limit = _num(goals.get("overhead_max"))
+
+    def fmt(x: Any, digits: int) -> str:
+        v = _num(x)
+        return DASH if v is None else f"{v:.{digits}f}"
+
+    rows = []
+    for model, per in (rec.get("results") or {}).items():
+        for precision, r in per.items():
+            h, b = r.get("harness") or {}, r.get("bare") or {}
+            mem = h.get("memory") or {}
+            ov = _num(r.get("overhead"))
+            rows.append({
+                "model": model, "precision": precision, "batch": r.get("batch_size", DASH),
+                "oom": ", ".join(str(o.get("batch_size")) for o in r.get("oom_batches") or []),
+                "s_it": fmt(h.get("s_per_it"), 3), "img_s": fmt(h.get("images_per_s"), 2),
+                "bare_s_it": fmt(b.get("s_per_it"), 3),
+                "overhead": DASH if ov is None else f"{100 * ov:+.1f} %",
+                "overhead_cls": "" if ov is None or limit is None else ("pos" if ov <= limit else "neg"),
+                "memory": fmt(mem.get("peak_mb"), 0), "memory_kind": mem.get("kind", ""),
+                "hours": fmt(r.get("projected_hours_300k"), 1),
+                "hours_paper": fmt(r.get("projected_hours_300k_paper_batch_patch"), 1),
+                "why": r.get("error") or r.get("skipped"),
+            })
+    goal = next((v for k, v in goals.items() if k.endswith("_hours_300k")), None)
+    ctx = (rec.get("context") or {}).get("official_estimate") or {}
+    return {"device": rec.get("device"), "device_name": rec.get("device_name"),
+            "profile": (rec.get("provenance") or {}).get("profile"), "complete": rec.get("complete"),
+            "smoke": bool(st.get("smoke")), "batch": st.get("batch_size_requested"), "patch": st.get("patch_size"),
+            "iterations": st.get("iterations_timed"), "warmup": st.get("warmup"), "scan_backend": st.get("scan_backend"),
+            "load": (rec.get("load_average") or {}).get("before"), "rows": rows, "goal": goal,
+            "official_hours": ctx.get("h100_hours"), "official_note": ctx.get("note")}
+
+
 def bench_section(results: Path) -> list[dict[str, Any]]:
     """Each ``results/bench/<name>.json`` as a list of (key path, value) leaves."""
     out = []
@@ -653,7 +662,6 @@ def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
         "table1": table1_section(metrics, complexity, scale=cfg.degrade.scale),
         "ablations": ablation_section(metrics, complexity, cfg.degrade.scale, abl.codec, abl.level),
         "classic": classic_section(metrics),
-        "generalization": generalization_section(results),
         "textzoom": textzoom_section(results),
         "complexity": complexity_section(complexity),
         "erf": erf_section(results),
@@ -661,6 +669,7 @@ def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
         "codecs": codec_section(data),
         "visual": visual_section(cfg, results),
         "bench": bench_section(results),
+        "train_bench": train_bench_section(results),
         "provenance": provenance_section(results, cfg, metrics),
         "n_metrics": len(metrics),
         "dash": DASH,
