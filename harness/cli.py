@@ -128,6 +128,15 @@ def _erf(a, cfg):
                  out=a.out, device=_device(a, cfg))
 
 
+def _generalize(a, cfg):
+    return _call("harness.generalize", cfg, checkpoints=a.checkpoints, data=a.data, out=a.out,
+                 models=a.model or None, datasets=a.dataset or None, device=_device(a, cfg))
+
+
+def _tables(a, cfg):
+    return _call("harness.tables", cfg, results=a.results, out=a.out)
+
+
 def _report(a, cfg):
     return _call("harness.report.render", cfg, results=a.results, data=a.data, out=a.out)
 
@@ -266,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoints", type=Path, default=Path("models"), help="folder of trained checkpoints")
     sp.add_argument("--data", type=Path, default=Path("data"))
     sp.add_argument("--out", type=Path, default=Path("results/erf"))
+
+    sp = add("generalize", _generalize, "codec generalization: each trained run on JPEG / HEVC / VVC / WebP / AVC "
+             "at matched bits per pixel (evaluation only)")
+    sp.add_argument("--model", action="append", help="model (repeatable; default: params runs.models)")
+    sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
+    sp.add_argument("--checkpoints", type=Path, default=Path("models"), help="folder of trained checkpoints")
+    sp.add_argument("--data", type=Path, default=Path("data"))
+    sp.add_argument("--out", type=Path, default=Path("results/generalization"))
+
+    sp = add("tables", _tables, "every paper table as CSV + Markdown (ours, paper, delta) into results/tables")
+    sp.add_argument("--results", type=Path, default=Path("results"))
+    sp.add_argument("--out", type=Path, default=Path("results/tables"))
 
     sp = add("report", _report, "render results/ into one HTML page")
     sp.add_argument("--results", type=Path, default=Path("results"))

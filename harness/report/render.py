@@ -208,7 +208,7 @@ _SWAP_ROW_NOTE = {"SwinIR": "Params / GFLOPs printed here are Swin2SR's (rows sw
 
 def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
     """Table 1 blocks, one per degradation: paper rows with our cells beside them."""
-    paper = pt.table1()
+    paper = pt.compression_table()   # Table 1 (JPEG, HEVC) + supplementary Table 5 (VVC)
     degs: list[tuple[str, int]] = []
     for r in paper:
         if (r["codec"], int(r["level"])) not in degs:
@@ -241,9 +241,46 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
                 "missing": rec is None,
             })
         blocks.append({"codec": codec, "level": level, "datasets": datasets, "rows": rows,
+                       "table": next((r["table"] for r in paper if r["codec"] == codec), None),
                        "any_ours": any(not r["missing"] for r in rows),
                        "in_paper": any(r["codec"] == codec and int(r["level"]) == level for r in paper)})
     return {"blocks": blocks, "swap_note": pt.SWAPPED_ROWS_NOTE}
+
+
+def generalization_section(results: Path) -> dict[str, Any] | None:
+    """Codec generalization (``results/generalization``): per test set, trained runs x test codecs.
+
+    A cell is PSNR-Y / SSIM-Y at the matched level, the test bpp beside the training bpp, and the
+    PSNR difference to the same run on its own training codec (the in-distribution diagonal).
+    """
+    recs = [r for p in sorted((Path(results) / "generalization").glob("*/x*_*_*.json")) if (r := _read_json(p))]
+    if not recs:
+        return None
+    codecs_: list[str] = []
+    for r in recs:
+        codecs_ += [c for c in r.get("test_codecs") or [] if c not in codecs_]
+    blocks: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        tr = r.get("trained_on") or {}
+        for ds, v in (r.get("datasets") or {}).items():
+            per = v.get("codecs") or {}
+            own = _num((per.get(tr.get("codec")) or {}).get("psnr_y"))
+            cells = []
+            for c in codecs_:
+                t = per.get(c)
+                if not t:
+                    cells.append(None)
+                    continue
+                p, s_ = _num(t.get("psnr_y")), _num(t.get("ssim_y"))
+                d = None if p is None or own is None or t.get("in_distribution") else p - own
+                cells.append({"level": t.get("level"), "bpp": _num(t.get("bpp")), "train_bpp": _num(t.get("train_bpp")),
+                              "psnr": DASH if p is None else f"{p:.2f}", "ssim": DASH if s_ is None else f"{s_:.4f}",
+                              "delta": DASH if d is None else f"{d:+.2f}", "cls": "" if d is None else
+                              ("pos" if d >= 0 else "neg"), "own": bool(t.get("in_distribution")),
+                              "at_end": bool(t.get("at_range_end"))})
+            blocks[ds].append({"model": r.get("model"), "trained": f"{tr.get('codec')}_{tr.get('level')}",
+                               "badges": badges_of(r), "cells": cells})
+    return {"codecs": codecs_, "blocks": [{"dataset": ds, "rows": rows} for ds, rows in blocks.items()]}
 
 
 def ablation_section(metrics: dict, complexity: dict[str, Any] | None, scale: int, codec: str,
@@ -662,6 +699,7 @@ def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
         "table1": table1_section(metrics, complexity, scale=cfg.degrade.scale),
         "ablations": ablation_section(metrics, complexity, cfg.degrade.scale, abl.codec, abl.level),
         "classic": classic_section(metrics),
+        "generalization": generalization_section(results),
         "textzoom": textzoom_section(results),
         "complexity": complexity_section(complexity),
         "erf": erf_section(results),
