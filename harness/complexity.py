@@ -535,7 +535,7 @@ def compare_table1(name: str, rec: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     row_name = paper_tables.TABLE1_ROW.get(base)
     if row_name is not None:
-        matched = {"swinir": "Swin2SR", "swin2sr": "SwinIR"}.get(base, row_name)
+        matched = paper_tables.SWAPPED_COMPLEXITY_ROWS.get(row_name, row_name)
         row = paper_tables.table1_row(matched)
         same = paper_tables.table1_row(row_name)
         printed = {"source": "Table 1 (JPEG QF 10 rows)", "row": matched, "params_m": row["params_m"],
@@ -576,11 +576,11 @@ def _reason(base: str, family: str, quantity: str, kind: str, delta: float, rec:
     """One line explaining a delta over 1 %, from the measured breakdown."""
     fv = rec["fvcore"]
     if base == "hat" and quantity == "gmacs":
-        return (f"Table 1's 102.4 G is the HAT paper's own figure; it matches neither thop "
+        return (f"Table 1's {printed['gflops']:g} G is the HAT paper's own figure; it matches neither thop "
                 f"({rec.get('thop', {}).get('macs', 0) / GIGA:.2f} G) nor fvcore ({fv['macs'] / GIGA:.2f} G, "
                 f"defaults only {fv['macs_default_handles'] / GIGA:.2f} G) at this input")
     if base == "hat" and quantity == "params_m":
-        return (f"Table 1's 20.81 M is the HAT paper's own figure (close to the true count "
+        return (f"Table 1's {printed['params_m']:g} M is the HAT paper's own figure (close to the true count "
                 f"{rec['true_params'] / MEGA:.2f} M), not thop's ({rec.get('thop', {}).get('params', 0) / MEGA:.2f} M)")
     if quantity == "params_m" and kind == "true":
         skipped = rec.get("thop_skipped_params", {})

@@ -52,6 +52,7 @@ __all__ = ["run", "gather", "render_html", "DASH"]
 log = logging.getLogger("csrbench.report")
 
 DASH = "—"
+MEGA, GIGA = 1e6, 1e9  # parameters are shown in M, MACs in G, as in the paper's tables
 TEMPLATES = Path(__file__).parent / "templates"
 PAPER_MODELS = ("SwinIR", "Swin2SR", "HST", "HAT", "MambaIR", "MambaCSR")
 
@@ -202,8 +203,8 @@ def _complexity_by_row(complexity: dict[str, Any] | None) -> dict[str, dict[str,
     return out
 
 
-_SWAP_ROW_NOTE = {"SwinIR": "Params / GFLOPs printed here are Swin2SR's (rows swapped, see the note)",
-                  "Swin2SR": "Params / GFLOPs printed here are SwinIR's (rows swapped, see the note)"}
+_SWAP_ROW_NOTE = {row: f"Params / GFLOPs printed here are {other}'s (rows swapped, see the note)"
+                  for row, other in pt.SWAPPED_COMPLEXITY_ROWS.items()}
 
 
 def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
@@ -233,8 +234,8 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
                 "model": model,
                 "ours_model": (rec or {}).get("model"),
                 "badges": badges_of(rec),
-                "params": _count_cell(prow.get("params_m"), None if pm.get("params") is None else pm["params"] / 1e6),
-                "gflops": _count_cell(prow.get("gflops"), None if pm.get("macs") is None else pm["macs"] / 1e9),
+                "params": _count_cell(prow.get("params_m"), None if pm.get("params") is None else pm["params"] / MEGA),
+                "gflops": _count_cell(prow.get("gflops"), None if pm.get("macs") is None else pm["macs"] / GIGA),
                 "cells": [(_cell(prow.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
                            _cell(prow.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
                 "note": "; ".join(x for x in (prow.get("note"), _SWAP_ROW_NOTE.get(model)) if x) or None,
@@ -310,7 +311,7 @@ def ablation_section(metrics: dict, complexity: dict[str, Any] | None, scale: in
         tables[int(r["table"])].append({
             "variant": r["variant"], "ours_model": (rec or {}).get("model") or (cands[0] if cands else None),
             "badges": badges_of(rec), "missing": rec is None,
-            "gflops": _count_cell(r["gflops"], None if macs is None else macs / 1e9),
+            "gflops": _count_cell(r["gflops"], None if macs is None else macs / GIGA),
             "cells": [(_cell(r.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
                        _cell(r.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
             "note": r.get("note"),
@@ -413,11 +414,11 @@ def complexity_section(complexity: dict[str, Any] | None) -> dict[str, Any] | No
         unsupported = fv.get("unsupported_ops") or {}
         rows.append({
             "model": name, "row": printed.get("row", DASH), "source": printed.get("source"),
-            "true_params": m(rec.get("true_params"), 1e6), "thop_params": m((rec.get("thop") or {}).get("params"), 1e6),
-            "pm_params": m(pm.get("params"), 1e6), "printed_params": DASH if printed.get("params_m") is None
+            "true_params": m(rec.get("true_params"), MEGA), "thop_params": m((rec.get("thop") or {}).get("params"), MEGA),
+            "pm_params": m(pm.get("params"), MEGA), "printed_params": DASH if printed.get("params_m") is None
             else f"{printed['params_m']:.2f}",
-            "fv_macs": m(fv.get("macs"), 1e9), "fv_9": m(fv.get("macs_with_scan_9bldn"), 1e9),
-            "pm_macs": m(pm.get("macs"), 1e9), "printed_gflops": DASH if printed.get("gflops") is None
+            "fv_macs": m(fv.get("macs"), GIGA), "fv_9": m(fv.get("macs_with_scan_9bldn"), GIGA),
+            "pm_macs": m(pm.get("macs"), GIGA), "printed_gflops": DASH if printed.get("gflops") is None
             else f"{printed['gflops']:.2f}", "method": pm.get("method", DASH),
             "d_true_p": delta("params_m", "true"), "d_pm_p": delta("params_m", "paper_method"),
             "d_fv": delta("gmacs", "fvcore_with_scan"), "d_pm_g": delta("gmacs", "paper_method"),
