@@ -20,7 +20,12 @@ import tempfile
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:  # annotations only: writing a JSON does not import torch
+    import torch
+
+    from harness.config import Config
 
 __all__ = ["provenance", "write_json", "write_text", "write_bytes", "write_csv", "git_state", "read_json"]
 
@@ -60,7 +65,7 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _device_name(device: Any) -> str:
+def _device_name(device: torch.device | str | None) -> str:
     try:
         import torch
         dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -71,7 +76,7 @@ def _device_name(device: Any) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def provenance(cfg: Any = None, device: Any = None, **extra: Any) -> dict[str, Any]:
+def provenance(cfg: Config | None = None, device: torch.device | str | None = None, **extra: Any) -> dict[str, Any]:
     """The provenance block: commit, profile, seed, versions, device, host, UTC time.
 
     Args:
@@ -141,8 +146,8 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, payload: dict[str, Any], *, cfg: Any = None, device: Any = None,
-               **extra: Any) -> Path:
+def write_json(path: str | Path, payload: dict[str, Any], *, cfg: Config | None = None,
+               device: torch.device | str | None = None, **extra: Any) -> Path:
     """Write ``payload`` as JSON with a ``provenance`` block, atomically.
 
     A ``provenance`` dict already in ``payload`` is kept and completed (its keys win).

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from harness import train
-from harness.config import Degradation
+from harness.config import Config, Degradation
 from harness.data import textzoom as tz
 
 __all__ = ["run", "text_config", "textzoom_data"]
@@ -32,14 +30,14 @@ SCALE = 2  # TextZoom: LR 64x16 -> HR 128x32
 NO_CODEC = Degradation("none", 0)  # TextZoom's LR are real captures, not re-encoded
 
 
-def text_config(cfg: Any) -> Any:
+def text_config(cfg: Config) -> Config:
     """``cfg`` with ``train.iterations`` / ``batch_size`` / ``loss`` taken from ``textzoom``."""
     tzc = cfg.textzoom
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, iterations=tzc.iterations, batch_size=tzc.batch_size, loss=tzc.loss))
 
 
-def textzoom_data(cfg: Any, root: Path) -> train.TrainData:
+def textzoom_data(cfg: Config, root: Path) -> train.TrainData:
     """The :class:`harness.train.TrainData` of a TextZoom root (fingerprint: root and split sizes)."""
     stream = tz.TextZoomTrain(root, cfg.train.seed)  # reads the split sizes; says where TextZoom comes from
     sizes = {split.path.name: n for split, n in zip(stream.splits, stream.counts)}
@@ -50,7 +48,7 @@ def textzoom_data(cfg: Any, root: Path) -> train.TrainData:
     )
 
 
-def run(cfg: Any, model: str, out: Path, curves: Path, resume: bool = True,
+def run(cfg: Config, model: str, out: Path, curves: Path, resume: bool = True,
         device: torch.device | str = "cpu", root: Path | None = None) -> Path:
     """Train ``model`` (an x2 model name) on TextZoom; returns the ``final.pt`` path.
 
