@@ -43,7 +43,8 @@ from harness.data import codecs
 from harness.data.degrade import MANIFEST, bicubic_downscale, lr_dir, process_pool
 from harness.metrics import psnr_y
 
-__all__ = ["run", "TEST_CODECS", "LEVEL_RANGE", "BITS_GROW_WITH_LEVEL", "match_level", "Encoder", "result_path"]
+__all__ = ["run", "TEST_CODECS", "LEVEL_RANGE", "BITS_GROW_WITH_LEVEL", "match_level", "Encoder", "plan_dataset",
+           "result_path"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Encoder:
                  what: str = "") -> None:
         self.clean, self.encoders, self.workers, self.what = clean, encoders, workers, what
         self._cache: dict[tuple[str, int], dict[str, tuple[np.ndarray, float]]] = {}
+        self._bpp: dict[tuple[str, int], float] = {}
         self._pool = None
 
     def __enter__(self) -> "Encoder":
@@ -138,7 +140,15 @@ class Encoder:
         return self._cache[key]
 
     def mean_bpp(self, codec: str, level: int) -> float:
-        return float(np.mean([bpp for _, bpp in self.images(codec, level).values()]))
+        """Mean bpp over the images at ``codec`` / ``level`` (remembered after :meth:`prune`)."""
+        if (codec, level) not in self._bpp:
+            self._bpp[(codec, level)] = float(np.mean([bpp for _, bpp in self.images(codec, level).values()]))
+        return self._bpp[(codec, level)]
+
+    def prune(self, keep: set[tuple[str, int]]) -> None:
+        """Drop the decoded images of every (codec, level) not in ``keep`` (their mean bpp stays)."""
+        for key in [k for k in self._cache if k not in keep]:
+            del self._cache[key]
 
 
 def _training_images(data: Path, dataset: str, scale: int, codec: str, level: int
@@ -169,51 +179,50 @@ def _hr_images(data: Path, dataset: str, names: Sequence[str], scale: int) -> di
     return out
 
 
-def plan_matches(cfg: Any, data: Path, scale: int, datasets: Sequence[str], encoders: dict[str, str],
-                 workers: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """For each (dataset, training codec, level): per test codec the matched level and its LR images.
+def plan_dataset(cfg: Any, data: Path, scale: int, dataset: str, encoders: dict[str, str], workers: int
+                 ) -> tuple[dict[str, np.ndarray], dict[tuple[str, int], dict[str, Any]]]:
+    """For each training degradation: per test codec the matched level and its LR images, on one test set.
 
     Returns:
-        ``{(dataset, codec, level): {"train_bpp": float, "hr": {name: HR},
-        "tests": {test_codec: {"level", "bpp", "at_range_end", "in_distribution", "lr": {name: (LR, bpp)},
-        "lr_psnr_y"}}}}``.
+        ``(hr, plans)``: HR images by name, and ``{(codec, level): {"train_bpp": float, "tests":
+        {test_codec: {"level", "bpp", "at_range_end", "in_distribution", "lr_psnr_y",
+        "lr": {name: (LR, bpp)}}}}}``.
     """
-    plans: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for ds in datasets:
-        hr = None
-        clean = None
-        enc = None
-        try:
-            for d in cfg.runs.degradations:
-                own, own_bpp = _training_images(data, ds, scale, d.codec, d.level)
-                if hr is None:
-                    hr = _hr_images(data, ds, list(own), scale)
-                    clean = {n: bicubic_downscale(h, scale) for n, h in hr.items()}
-                    enc = Encoder(clean, encoders, workers, what=ds)
-                if set(own) != set(clean):
-                    raise ValueError(f"{lr_dir(data, ds, scale, d.tag)}: images differ from those of the other "
-                                     f"training codecs; rerun `csrbench degrade`")
-                target = float(np.mean(list(own_bpp.values())))
-                tests: dict[str, Any] = {}
-                for tc in TEST_CODECS:
-                    if tc == d.codec:
-                        lv, lr = d.level, {n: (own[n], own_bpp[n]) for n in own}
-                        at_end, ind = False, True
-                    else:
-                        lo, hi = LEVEL_RANGE[tc]
-                        lv = match_level(lambda x, tc=tc: enc.mean_bpp(tc, x), lo, hi, BITS_GROW_WITH_LEVEL[tc],
-                                         target)
-                        lr, at_end, ind = enc.images(tc, lv), lv in (lo, hi), False
-                    bpp = float(np.mean([b for _, b in lr.values()]))
-                    tests[tc] = {"level": lv, "bpp": bpp, "at_range_end": at_end, "in_distribution": ind, "lr": lr,
-                                 "lr_psnr_y": float(np.mean([psnr_y(lr[n][0], clean[n], 0) for n in lr]))}
-                    log.info("%s: %s_%d (%.3f bpp) -> %s level %d (%.3f bpp)", ds, d.codec, d.level, target, tc,
-                             lv, bpp)
-                plans[(ds, d.codec, d.level)] = {"train_bpp": target, "hr": hr, "tests": tests}
-        finally:
-            if enc is not None:
-                enc.__exit__()
-    return plans
+    hr: dict[str, np.ndarray] = {}
+    clean: dict[str, np.ndarray] = {}
+    plans: dict[tuple[str, int], dict[str, Any]] = {}
+    enc = None
+    try:
+        for d in cfg.runs.degradations:
+            own, own_bpp = _training_images(data, dataset, scale, d.codec, d.level)
+            if enc is None:
+                hr = _hr_images(data, dataset, list(own), scale)
+                clean = {n: bicubic_downscale(h, scale) for n, h in hr.items()}
+                enc = Encoder(clean, encoders, workers, what=dataset)
+            if set(own) != set(clean):
+                raise ValueError(f"{lr_dir(data, dataset, scale, d.tag)}: images differ from those of the other "
+                                 f"training codecs; rerun `csrbench degrade`")
+            target = float(np.mean(list(own_bpp.values())))
+            tests: dict[str, Any] = {}
+            for tc in TEST_CODECS:
+                if tc == d.codec:
+                    lv, lr = d.level, {n: (own[n], own_bpp[n]) for n in own}
+                    at_end, ind = False, True
+                else:
+                    lo, hi = LEVEL_RANGE[tc]
+                    lv = match_level(lambda x, tc=tc: enc.mean_bpp(tc, x), lo, hi, BITS_GROW_WITH_LEVEL[tc], target)
+                    lr, at_end, ind = enc.images(tc, lv), lv in (lo, hi), False
+                bpp = float(np.mean([b for _, b in lr.values()]))
+                tests[tc] = {"level": lv, "bpp": bpp, "at_range_end": at_end, "in_distribution": ind, "lr": lr,
+                             "lr_psnr_y": float(np.mean([psnr_y(lr[n][0], clean[n], 0) for n in lr]))}
+                log.info("%s: %s_%d (%.3f bpp) -> %s level %d (%.3f bpp)", dataset, d.codec, d.level, target, tc,
+                         lv, bpp)
+            plans[(d.codec, d.level)] = {"train_bpp": target, "tests": tests}
+            enc.prune({(tc, t["level"]) for p in plans.values() for tc, t in p["tests"].items()})
+    finally:
+        if enc is not None:
+            enc.__exit__()
+    return hr, plans
 
 
 def _score(net: Any, lr_hr: Sequence[tuple[str, np.ndarray, float, np.ndarray]], scale: int, ev: Any,
@@ -274,35 +283,37 @@ def run(cfg: Any, checkpoints: Path, data: Path, out: Path, models: Sequence[str
                 "vtm_path": dc.vtm_path}
     for tc in TEST_CODECS:
         codecs.check_tools(tc, **encoders)
-    plans = plan_matches(cfg, Path(data), scale, sets, encoders, dc.workers)
-
     device = torch.device(device)
     ev = cfg.evaluate
-    for (model, codec, level), path in ckpts.items():
-        net, final = load_final(path, device)
-        result: dict[str, Any] = {}
-        for ds in sets:
-            plan = plans[(ds, codec, level)]
+    results: dict[tuple[str, str, int], dict[str, Any]] = {k: {} for k in ckpts}
+    iterations: dict[tuple[str, str, int], int] = {}
+    for ds in sets:   # one test set at a time: its images and LR sets are dropped before the next
+        hr, plans = plan_dataset(cfg, Path(data), scale, ds, encoders, dc.workers)
+        for (model, codec, level), path in ckpts.items():
+            net, final = load_final(path, device)
+            iterations[(model, codec, level)] = int(final["iterations"])
+            plan = plans[(codec, level)]
             per_codec = {}
             for tc, t in plan["tests"].items():
-                pairs = [(n, lr, bpp, plan["hr"][n]) for n, (lr, bpp) in sorted(t["lr"].items())]
+                pairs = [(n, lr, bpp, hr[n]) for n, (lr, bpp) in sorted(t["lr"].items())]
                 s = _score(net, pairs, scale, ev, device)
                 ratio = t["bpp"] / plan["train_bpp"] if plan["train_bpp"] else math.nan
                 per_codec[tc] = {"level": t["level"], "bpp": t["bpp"], "train_bpp": plan["train_bpp"],
                                  "bpp_ratio": ratio, "at_range_end": t["at_range_end"],
                                  "in_distribution": t["in_distribution"], "lr_psnr_y": t["lr_psnr_y"], **s}
-            result[ds] = {"train_bpp": plan["train_bpp"], "codecs": per_codec}
+            results[(model, codec, level)][ds] = {"train_bpp": plan["train_bpp"], "codecs": per_codec}
             log.info("%s (%s_%d) on %s: %s", model, codec, level, ds,
                      ", ".join(f"{tc} {v['psnr_y']:.2f} dB" for tc, v in per_codec.items()))
+    for (model, codec, level), path in ckpts.items():
         payload = {
-            "model": model, "scale": scale, "profile": cfg.profile, "iterations": int(final["iterations"]),
+            "model": model, "scale": scale, "profile": cfg.profile, "iterations": iterations[(model, codec, level)],
             "trained_on": {"codec": codec, "level": level},
             "checkpoint": {"path": str(path), "sha256": file_sha256(path)},
             "test_codecs": list(TEST_CODECS),
             "matching": "test codec level with the mean bpp closest to the training codec's on the same images; "
                         "the training codec at its own level on the images csrbench evaluate used",
             "tile": {"size": ev.tile, "overlap": ev.tile_overlap}, "self_ensemble": ev.self_ensemble,
-            "crop_border": ev.border(scale), "datasets": result,
+            "crop_border": ev.border(scale), "datasets": results[(model, codec, level)],
         }
         write_json(result_path(out, model, scale, codec, level), payload, cfg=cfg, device=device)
     return Path(out)
