@@ -17,13 +17,23 @@ Per network: one untimed warm-up call (numba kernel load, allocator), then one t
 size, smallest first, within a time budget (``max_seconds`` per network): a size that would overrun
 it is projected from the measured cost per processed pixel instead, and marked so. The first timed
 call runs under forward hooks that add up wall time per module type (inclusive: a block's time
-contains its SS2D's) and a wrapper around the selective scan: "where the time goes".
+contains its SS2D's) and a wrapper around the selective scan: "where the time goes". Each timed
+call also records the process CPU seconds (``time.process_time``): on a shared machine wall time
+grows with the other jobs, CPU time much less, so ``cpu_seconds / threads`` estimates the wall
+time on idle cores (an estimate: threads that spin-wait also burn CPU).
 
 Projection, labelled as such: the whole Set5 + Set14 JPEG QF10 x4 scoring is estimated from the
 measured cost per *processed* LR pixel (every tile, after its padding) times the pixels the
 19 images would process (their HR sizes are listed in ``SET5_SET14_HR``), plus nothing for
 metrics (milliseconds). The goal is <= 15 min on 2 cores. The machine is shared: the load
 average before and after is recorded, and every figure is only as good as that load.
+
+Fidelity (:func:`run_fidelity`, ``results/bench/evaluate_fidelity.json``, written by ``run`` too):
+the PSNR-Y difference between MambaCSR's official column-major cross un-scan and the true inverse
+(``official_cross_unscan`` True / False) with the same weights, everything else equal, on a
+non-square test image (skimage's astronaut, HR 256 x 384 crop, bicubic x4 then JPEG QF 10: LR
+64 x 96, mirror-padded to 64 x 128, so the 16-px cross windows form a 4 x 8 grid); plus the
+paper behaviour (no official overrides at all).
 
 Writes ``results/bench/evaluate.json`` through :func:`harness.provenance.write_json`.
 """
@@ -41,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["run", "SIZES", "SET5_SET14_HR", "processed_pixels", "module_profile"]
+__all__ = ["run", "run_fidelity", "SIZES", "SET5_SET14_HR", "processed_pixels", "module_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +195,15 @@ def run(out: Path = Path("results/bench/evaluate.json"), device: str | torch.dev
         net = net.to(device)
         tile, overlap = int(ev["tile"]), int(ev["tile_overlap"])
         pad = int(getattr(net.cfg, "pad_multiple", 1))
-        warm = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        # warm-up on the small twin: same kernels (numba load, allocator), a fraction of the cost
+        twin = _network(name if name.endswith("_smoke") else f"{name}_smoke")[0].to(device)
         t0 = time.perf_counter()
-        super_resolve(net, warm, SCALE, tile, overlap, False, device)
+        super_resolve(twin, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), SCALE, tile, overlap, False, device)
         first = time.perf_counter() - t0
+        del twin
         per_size: dict[str, Any] = {}
         profile = None
-        cost = None  # seconds per processed LR pixel, from the measured sizes
+        cost = cpu_cost = None  # wall / process-CPU seconds per processed LR pixel, from the measured sizes
         for size in sizes:
             hh, ww = SIZES[size]
             lr_hw = (hh // SCALE, ww // SCALE)
@@ -203,6 +215,7 @@ def run(out: Path = Path("results/bench/evaluate.json"), device: str | torch.dev
                 log.info("bench evaluate: %s %s projected %.1f s (budget %.0f s)", name, size, cost * px, max_seconds)
                 continue
             lr = rng.integers(0, 256, (*lr_hw, 3), dtype=np.uint8)
+            c0 = time.process_time()
             if profile is None:
                 with module_profile(net, scan_mods) as totals:
                     t0 = time.perf_counter()
@@ -216,19 +229,25 @@ def run(out: Path = Path("results/bench/evaluate.json"), device: str | torch.dev
                 t0 = time.perf_counter()
                 sr = super_resolve(net, lr, SCALE, tile, overlap, False, device)
                 sec = time.perf_counter() - t0
+            cpu = time.process_time() - c0
             assert sr.shape == (hh, ww, 3)
             per_size[size] = {"hr": [hh, ww], "lr": list(lr_hw), "processed_lr_pixels": px, "seconds": sec,
-                              "projected": False, "seconds_per_mpx_processed": sec / px * 1e6,
+                              "cpu_seconds": cpu, "projected": False, "seconds_per_mpx_processed": sec / px * 1e6,
                               "load_after": _loadavg()}
             measured = [v for v in per_size.values() if not v["projected"]]
             cost = sum(v["seconds"] for v in measured) / sum(v["processed_lr_pixels"] for v in measured)
+            cpu_cost = sum(v["cpu_seconds"] for v in measured) / sum(v["processed_lr_pixels"] for v in measured)
             log.info("bench evaluate: %s %s HR %dx%d: %.1f s (load %s)", name, size, hh, ww, sec, _loadavg())
         projection = None
         if cost is not None:
             per_image = {k: cost * processed_pixels((h // SCALE, w // SCALE), tile, overlap, pad)
                          for k, (h, w) in SET5_SET14_HR.items()}
             total = sum(per_image.values())
+            px_all = sum(processed_pixels((h // SCALE, w // SCALE), tile, overlap, pad) for h, w in SET5_SET14_HR.values())
             projection = {"projected": True, "seconds_per_processed_lr_pixel": cost,
+                          "cpu_seconds_per_processed_lr_pixel": cpu_cost,
+                          "set5_set14_cpu_seconds": cpu_cost * px_all,
+                          "set5_set14_seconds_if_cpu_split_over_threads": cpu_cost * px_all / torch.get_num_threads(),
                           "set5_set14_seconds": total, "goal_seconds": GOAL_SECONDS,
                           "meets_goal": total <= GOAL_SECONDS, "per_image_seconds": per_image,
                           "how": "measured seconds per processed LR pixel (all measured sizes pooled) x the "
@@ -246,4 +265,64 @@ def run(out: Path = Path("results/bench/evaluate.json"), device: str | torch.dev
         "load_average_before": load_before, "load_average_after": _loadavg(),
         "total_seconds": time.perf_counter() - t_all, "models": results,
     }
-    return write_json(out, payload, device=device, threads=torch.get_num_threads())
+    write_json(out, payload, device=device, threads=torch.get_num_threads())
+    run_fidelity(Path(out).with_name("evaluate_fidelity.json"), device)
+    return out
+
+
+def run_fidelity(out: Path = Path("results/bench/evaluate_fidelity.json"), device: str | torch.device = "cpu", *,
+                 model: str = "mambacsr_smoke", seed: int = 0, hr_box: tuple[int, int, int, int] = (64, 64, 256, 384)
+                 ) -> Path:
+    """PSNR-Y of one set of weights with the official and the true cross un-scan on a non-square image.
+
+    Args:
+        out: JSON file.
+        device: torch device.
+        model: a MambaCSR name; random weights from ``seed`` (the same for every behaviour).
+        seed: torch seed of the weights.
+        hr_box: (top, left, height, width) of the HR crop of skimage's astronaut (mod 4).
+
+    Returns:
+        ``out``.
+    """
+    from skimage import data as skdata
+
+    from harness import models
+    from harness.data.degrade import degrade_image
+    from harness.evaluate import super_resolve
+    from harness.metrics import psnr_y
+    from harness.provenance import write_json
+    from harness.released import releases
+
+    device = torch.device(device)
+    top, left, h, w = hr_box
+    hr = np.ascontiguousarray(skdata.astronaut()[top:top + h, left:left + w, :3])
+    lr = degrade_image(hr, SCALE, "jpeg", 10)[0]
+    official = dict(releases()["Cross-scale-QF10-x4.pth"].official)
+    behaviours = {
+        "official": official,                                             # released weights' default
+        "true_inverse_unscan": {**official, "official_cross_unscan": False},  # only the un-scan differs
+        "paper": {},                                                      # no official overrides at all
+    }
+    torch.manual_seed(seed)
+    state = models.build(model).state_dict()
+    outs, rows = {}, {}
+    for name, overrides in behaviours.items():
+        net = models.build(model, **overrides)
+        net.load_state_dict(state, strict=True)
+        t0 = time.perf_counter()
+        outs[name] = super_resolve(net.eval().to(device), lr, SCALE, 0, 0, False, device)
+        rows[name] = {"overrides": overrides, "psnr_y": psnr_y(outs[name], hr, SCALE),
+                      "seconds": time.perf_counter() - t0}
+    diff = np.abs(outs["official"].astype(np.int16) - outs["true_inverse_unscan"].astype(np.int16))
+    payload = {
+        "benchmark": "evaluate_fidelity", "model": model, "weights": f"random init, torch seed {seed}",
+        "image": {"source": "skimage.data.astronaut", "hr_box": list(hr_box), "lr": list(lr.shape[:2]),
+                  "degradation": "bicubic x4, JPEG QF 10"},
+        "behaviours": rows,
+        "psnr_y_official_minus_true_inverse": rows["official"]["psnr_y"] - rows["true_inverse_unscan"]["psnr_y"],
+        "psnr_y_official_minus_paper": rows["official"]["psnr_y"] - rows["paper"]["psnr_y"],
+        "max_abs_pixel_difference_official_vs_true_inverse": int(diff.max()),
+        "pixels_differing_official_vs_true_inverse": float((diff > 0).mean()),
+    }
+    return write_json(out, payload, device=device)
