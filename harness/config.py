@@ -73,6 +73,8 @@ class DataConfig:
     patch_size: int                    # LR training patch (HR patch = scale * patch_size)
     num_workers: int                   # data-loader worker processes
     sub_images: bool                   # extract BasicSR-style sub-images from the training set
+    standin: bool                      # prepare writes synthetic stand-ins in the published layouts
+                                       # (harness/data/standin.py; the rehearsal profile), not the real data
 
     def __post_init__(self):
         _check(self.patch_size >= 4, "patch_size", "must be >= 4")
@@ -274,7 +276,7 @@ class ReleasedRun:
 
 @dataclass(frozen=True)
 class Config:
-    profile: Literal["smoke", "paper"]
+    profile: Literal["smoke", "paper", "rehearsal"]
     device: Literal["auto", "cpu", "cuda"]
     data: DataConfig
     degrade: DegradeConfig

@@ -21,6 +21,13 @@ For every dataset (default: ``data.train`` + ``data.test`` of params.yaml):
 The embedded ``skimage_*`` sets are read from the scikit-image wheel (sha256-checked),
 cropped as the registry says: no network, no archive. A dataset whose manifest matches
 (same sources, same scale, every PNG present with its sha256) is skipped.
+
+``data.standin: true`` (the ``rehearsal`` profile) replaces step 1 for the archive datasets:
+:mod:`harness.data.standin` writes a synthetic archive of each source, with the published
+archive name, inner layout, image names and count, under ``data/raw/standin/<source>/``, and
+steps 1-3 then run on it exactly as on a user's copy (extraction, ``hr_glob``, count and name
+checks, decoding and conversions, mod-crop). The manifests say ``"standin": true``, so stand-in
+and real copies never pass for each other; ``data/raw/<source>/`` is not touched.
 """
 from __future__ import annotations
 
@@ -46,7 +53,7 @@ from harness.data.images import IMAGE_SUFFIXES, ImageError, read_rgb, sha256_fil
 from harness.data.registry import Dataset, Source
 
 __all__ = ["DownloadError", "ChecksumError", "DatasetError", "download", "verify_checksum", "extract",
-           "find_images", "locate_source", "skimage_dir", "run", "DOWNLOAD_TIMEOUT_S", "MANIFEST"]
+           "find_images", "locate_source", "standin_source", "skimage_dir", "run", "DOWNLOAD_TIMEOUT_S", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -367,20 +374,47 @@ def _is_complete(folder: Path, key: dict[str, Any]) -> bool:
                for n, r in m["images"].items())
 
 
-def _key(dataset: Dataset, scale: int) -> dict[str, Any]:
+def _key(dataset: Dataset, scale: int, standin: bool = False) -> dict[str, Any]:
     if dataset.embedded:
         src: list[Any] = [{"file": i.file, "sha256": i.sha256, "crop": list(i.crop) if i.crop else None}
                           for i in dataset.skimage]
     else:
         src = [{"source": s.name, "archive": s.archive, "hr_glob": s.hr_glob, "count": s.count}
                for s in dataset.sources]
-    return {"dataset": dataset.name, "mod_crop": scale, "count": dataset.count, "sources": src}
+    key = {"dataset": dataset.name, "mod_crop": scale, "count": dataset.count, "sources": src}
+    if standin and not dataset.embedded:    # only then, so the real-data manifests keep their key
+        from harness.data import standin as standin_mod
+        key["standin"] = {"generator_sha256": sha256_file(standin_mod.__file__), "seed": standin_mod.SEED}
+    return key
+
+
+def standin_source(source: Source, raw: Path) -> list[Path]:
+    """The HR images of the stand-in of ``source``, through the same path as a user's archive.
+
+    Writes ``raw/<source>/<archive>`` with :func:`harness.data.standin.write_archive` unless it is
+    there from the same generator (a ``.json`` stamp beside it holds the generator's sha256), then
+    extracts it and finds its images as :func:`locate_source` does for a real archive.
+    """
+    import json
+
+    from harness.data import standin as standin_mod
+    archive = raw / source.name / source.archive
+    stamp = archive.with_name(archive.name + ".json")
+    want = {"generator_sha256": sha256_file(standin_mod.__file__), "seed": standin_mod.SEED}
+    have = json.loads(stamp.read_text()) if stamp.is_file() else None
+    if not archive.is_file() or have != want:
+        log.info("stand-in: writing %s (%d synthetic images, published layout %s)", archive, source.count,
+                 source.hr_glob)
+        stamp.unlink(missing_ok=True)
+        standin_mod.write_archive(source, archive)
+        stamp.write_text(json.dumps(want))
+    return _from_path(archive, source, raw, "stand-in archive (data.standin: true)")
 
 
 def _prepare_one(cfg: Any, dataset: Dataset, out: Path, data_root: Path | None, scale: int, workers: int) -> Path:
     from harness.provenance import write_json
     folder = out / "hr" / dataset.name
-    key = _key(dataset, scale)
+    key = _key(dataset, scale, cfg.data.standin)
     if _is_complete(folder, key):
         log.info("%s: complete (%d images, sha256 verified), skipped", folder, dataset.count)
         return folder
@@ -389,7 +423,10 @@ def _prepare_one(cfg: Any, dataset: Dataset, out: Path, data_root: Path | None, 
     else:
         items = []
         for s in dataset.sources:
-            files = locate_source(s, dataset, out / "raw", dict(cfg.data.local), data_root)
+            if cfg.data.standin:
+                files = standin_source(s, out / "raw" / "standin")
+            else:
+                files = locate_source(s, dataset, out / "raw", dict(cfg.data.local), data_root)
             _check_stems(files, s, files[0].parent)
             items += [(p.stem, p, None) for p in files]
     names = [n for n, _, _ in items]
@@ -453,6 +490,9 @@ def run(cfg: Any, datasets: list[str] | None = None, data_root: Path | None = No
             raise registry.UnknownDatasetError(
                 f"{cfg.source}: data.local.{key}: not a dataset or source name"
                 + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"))
+    if cfg.data.standin and (data_root is not None or cfg.data.local):
+        raise DatasetError(f"{cfg.source}: data.standin is true, so prepare writes synthetic stand-ins; it cannot also "
+                           "read --data-root / data.local (set data.standin: false to use a real copy)")
     for d in entries:
         _prepare_one(cfg, d, out, Path(data_root) if data_root else None, cfg.degrade.scale, cfg.degrade.workers)
     return out / "hr"
