@@ -86,6 +86,7 @@ def test_run_writes_maps_json_and_labels(tmp_path):
     path = erf.run(cfg, None, ckpts, data, out, torch.device("cpu"), build="test_erf:build_standin")
     res = read_json(path)
     assert res["source"]["kind"] == "LR jpeg_10" and len(res["source"]["crops"]) == 3
+    assert {c["image"] for c in res["source"]["crops"]} == {"img0", "img1"}
     a, b = res["models"]["twoconv_a"], res["models"]["twoconv_b"]
     assert a["weights"] == "random init" and a["checkpoint"] is None
     assert b["weights"] == "checkpoint" and b["checkpoint"]["iterations"] == 7
@@ -99,7 +100,7 @@ def test_run_writes_maps_json_and_labels(tmp_path):
 def test_run_falls_back_to_hr_and_errors_without_data(tmp_path):
     cfg = _cfg(num=1, models=("twoconv_a",))
     data = tmp_path / "data"
-    with pytest.raises(FileNotFoundError, match="no LR images"):
+    with pytest.raises(FileNotFoundError, match="no LR or HR images"):
         erf.run(cfg, None, tmp_path, data, tmp_path / "erf", "cpu", build="test_erf:build_standin")
     _write_images(data / "hr" / cfg.data.test[0], 1, 80)
     res = read_json(erf.run(cfg, None, tmp_path, data, tmp_path / "erf", "cpu", build="test_erf:build_standin"))
@@ -107,7 +108,120 @@ def test_run_falls_back_to_hr_and_errors_without_data(tmp_path):
 
 
 def test_bad_checkpoint_names_the_file(tmp_path):
+    from harness.checkpoint import CheckpointError
     p = tmp_path / "final.pt"
     torch.save({"weights": {}}, p)
-    with pytest.raises(KeyError, match="final.pt"):
+    with pytest.raises(CheckpointError, match="final.pt"):
         erf.load_weights(TwoConvSR(), p)
+
+
+class _Pickled:
+    """Not a tensor or plain value: torch.load(weights_only=True) refuses to unpickle it."""
+
+
+def test_weights_load_without_running_pickled_code(tmp_path):
+    from harness.checkpoint import CheckpointError
+    p = tmp_path / "final.pt"
+    torch.save({"state_dict": TwoConvSR().state_dict(), "extra": _Pickled()}, p)
+    with pytest.raises(CheckpointError, match="final.pt"):      # weights_only=False loaded this
+        erf.load_weights(TwoConvSR(), p)
+
+
+class Blocks(nn.Module):
+    """A residual stack of blocks in an nn.ModuleList, as every model here has (SwinIR, HAT, MambaIR, MambaCSR)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()) for _ in range(4))
+        self.tail = nn.Sequential(nn.Conv2d(8, 48, 3, padding=1), nn.PixelShuffle(4))
+
+    def forward(self, x):
+        x = self.head(x)
+        for b in self.blocks:
+            x = x + b(x)
+        return self.tail(x)
+
+
+def test_checkpointed_blocks_give_the_same_map_and_restore_the_model():
+    torch.manual_seed(0)
+    net = Blocks()
+    crops = [torch.rand(3, 24, 24) for _ in range(2)]
+    plain = erf.erf_map(net, crops, checkpoint_blocks=False)
+    with erf.checkpointed_blocks(net) as n:
+        assert n == 4 and all("forward" in vars(b) for b in net.blocks)
+    ckpt = erf.erf_map(net, crops)
+    np.testing.assert_allclose(ckpt, plain, rtol=1e-6, atol=1e-12)
+    assert not any("forward" in vars(b) for b in net.blocks)          # class forward back in place
+    assert all(p.requires_grad for p in net.parameters())              # weights unfrozen afterwards
+
+
+def test_checkpointed_blocks_keep_fewer_activations():
+    """Saved tensors in the graph: with checkpointing only the block inputs, not their insides."""
+    torch.manual_seed(0)
+    net = Blocks().eval()
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+
+    def saved_bytes(checkpointed):
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+        for p in net.parameters():
+            p.requires_grad_(False)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with erf.checkpointed_blocks(net) if checkpointed else __import__("contextlib").nullcontext():
+                net(x)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return total
+    assert saved_bytes(True) < 0.6 * saved_bytes(False)
+
+
+def test_crops_come_from_several_images_of_several_datasets(tmp_path):
+    data = tmp_path / "data"
+    _write_images(data / "lr" / "set5" / "x4" / "jpeg_10", 1, 40, seed=1)       # one usable image
+    small = data / "lr" / "set5" / "x4" / "jpeg_10" / "tiny.png"
+    cv2.imwrite(str(small), np.zeros((10, 10, 3), np.uint8))                    # too small: skipped
+    _write_images(data / "lr" / "urban100" / "x4" / "jpeg_10", 3, 40, seed=2)
+    _write_images(data / "hr" / "manga109", 2, 160, seed=3)                     # HR only: downscaled x4 -> 40
+    crops, src = erf.load_crops(data, ["set5", "urban100", "manga109"], 4, "jpeg_10", 32, 6, seed=0)
+    assert len(crops) == 6 and all(c.shape == (32, 32, 3) for c in crops)
+    picked = [(c["dataset"], c["image"]) for c in src["crops"]]
+    assert len(set(picked)) == 6 and {d for d, _ in picked} == {"set5", "urban100", "manga109"}
+    assert src["skipped_smaller_than_crop"] == 1 and src["distinct_images"] == 6
+    assert src["datasets"]["manga109"]["kind"].startswith("HR bicubic")
+    assert src["datasets"]["urban100"]["kind"] == "LR jpeg_10"
+
+
+def test_a_failed_run_leaves_the_previous_complete_set(tmp_path, monkeypatch):
+    cfg = _cfg()
+    data, out = tmp_path / "data", tmp_path / "erf"
+    _write_images(data / "lr" / cfg.data.test[0] / "x4" / "jpeg_10", 2, 20)
+    erf.run(cfg, None, tmp_path / "models", data, out, "cpu", build="test_erf:build_standin")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = {"n": 0}
+    real = erf.erf_map
+
+    def second_model_dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("killed for memory")
+        return real(*a, **k)
+    monkeypatch.setattr(erf, "erf_map", second_model_dies)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1))   # other crops, other maps
+    with pytest.raises(MemoryError):
+        erf.run(other, None, tmp_path / "models", data, out, "cpu", build="test_erf:build_standin")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no new PNG without its erf.json
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "erf"]
+
+
+def test_json_records_peak_memory(tmp_path):
+    cfg = _cfg(num=1, models=("twoconv_a",))
+    data = tmp_path / "data"
+    _write_images(data / "lr" / cfg.data.test[0] / "x4" / "jpeg_10", 1, 20)
+    res = read_json(erf.run(cfg, None, tmp_path, data, tmp_path / "erf", "cpu", build="test_erf:build_standin"))
+    mem = res["models"]["twoconv_a"]["memory"]
+    assert mem["peak_bytes"] > 10 * 2**20 and "VmHWM" in mem["method"]   # the Python process itself is > 10 MiB
