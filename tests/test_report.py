@@ -148,6 +148,17 @@ def test_complexity_erf_codecs_visual_rendered(fixture_tree):
     assert "random init" not in erf_part and "(100 it)" in erf_part   # trained checkpoint, labelled so
 
 
+def test_unreadable_results_file_is_named_on_the_page(fixture_tree):
+    cfg, results, _, _ = fixture_tree
+    bad = results / "metrics" / "hat_smoke" / "x4_jpeg_10.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"model": "hat_smoke", "datasets": ')                # a truncated write
+    page = _render(fixture_tree)
+    note = page[page.index("Left out of this page"):].split("</p>")[0]
+    assert "metrics/hat_smoke/x4_jpeg_10.json: JSONDecodeError" in note
+    assert "complexity.json" not in note                                   # readable files are not listed
+
+
 def test_empty_results_render_dashes_and_stage_notes(tmp_path):
     cfg = smoke_cfg()
     out = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "r" / "index.html")

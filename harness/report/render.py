@@ -59,6 +59,15 @@ PAPER_MODELS = ("SwinIR", "Swin2SR", "HST", "HAT", "MambaIR", "MambaCSR")
 
 # ----------------------------------------------------------------------------- small helpers
 
+def _json_error(path: Path) -> str | None:
+    """Why ``path`` is not a readable JSON object, or None when it is (listed on the page by :func:`gather`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if isinstance(data, dict) else f"not a JSON object but {type(data).__name__}"
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(Path(path).read_text())
@@ -717,6 +726,9 @@ def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
     if getattr(cfg, "profile", None) == "smoke":
         profiles.add("smoke")
     ctx["smoke"] = "smoke" in profiles
+    # a results file the sections had to skip is named on the page, not only in the log
+    ctx["unreadable"] = [f"{p.relative_to(results)}: {why}" for p in sorted(results.glob("**/*.json"))
+                         if p.relative_to(results).parts[0] != "report" and (why := _json_error(p))]
     ctx["unfinished"] = sorted({r.get("model") for r in metrics.values()
                                 if any(b["cls"] == "unfinished" for b in badges_of(r))})
     return ctx
