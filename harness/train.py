@@ -320,6 +320,7 @@ def train_batches(cfg: Config, train_data: TrainData, start: int, device: torch.
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's lr (the loop passes :func:`get_lr` of the iteration)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -339,8 +340,9 @@ def train_step(tr: Trainer, lr_patch: torch.Tensor, hr_patch: torch.Tensor) -> t
     with torch.autocast(lr_patch.device.type, dtype=tr.amp_dtype) if tr.amp_dtype is not None else nullcontext():
         sr = tr.net(lr_patch)
         if sr.shape != hr_patch.shape:
+            scale = hr_patch.shape[-1] // lr_patch.shape[-1]
             raise ValueError(f"{tr.name}: output {tuple(sr.shape)} for input {tuple(lr_patch.shape)}, expected "
-                             f"{tuple(hr_patch.shape)} (is the model built for x{hr_patch.shape[-1] // lr_patch.shape[-1]}?)")
+                             f"{tuple(hr_patch.shape)} (is the model built for x{scale}?)")
         loss = tr.loss_fn(sr.float(), hr_patch)
     tr.scaler.scale(loss).backward()
     if t.grad_clip > 0:
@@ -369,7 +371,7 @@ class Ranks(NamedTuple):
 
 @dataclass
 class Progress:
-    """What the loop carries from one iteration to the next (all but the clocks go into a checkpoint)."""
+    """What the loop carries from one iteration to the next (``history`` and ``window`` go into each checkpoint)."""
     start: int = 0                                   # iteration this process began at (a resumed checkpoint's)
     history: list[list] = field(default_factory=list)  # curve rows [iteration, loss, lr, val_psnr_y]
     window: list[torch.Tensor] = field(default_factory=list)  # device losses since the last log point
