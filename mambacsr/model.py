@@ -892,28 +892,19 @@ _MAMBACSR_EVAL = {
     "note": "official: h//192+1 parts per side with a quarter overlap, each padded to the next multiple of 64 "
             "(at least 1 px); here: 192 px LR tiles, 48 px overlap, centre blend, pad_multiple 64",
 }
-_MAMBACSR_DRIVE = "https://drive.google.com/drive/folders/1595CDawG7MIiNgMAAPcAtDpM_PiPKmGS"
+_MAMBACSR_RELEASE = {  # what the two released files share
+    "url": "https://drive.google.com/drive/folders/1595CDawG7MIiNgMAAPcAtDpM_PiPKmGS",
+    "sha256": None, "sha256_note": "the authors publish no hash; the Google Drive folder cannot be fetched here",
+    "params_key": "params_ema", "license": "none stated (the repository has no license file)",
+    "train_data": "DF2K (DIV2K + Flickr2K), sub-images 480 px HR / 120 px LR, step 240 / 60 (README)",
+    "degradation": {"scale": 4, "codec": "jpeg", "level": 10, "how": "bicubic x4, then cv2 JPEG at quality 10 (README)"},
+    "eval": _MAMBACSR_EVAL,
+}
 RELEASED_WEIGHTS = {
-    "Cross-scale-QF10-x4.pth": {
-        "model": "mambacsr", "url": _MAMBACSR_DRIVE,
-        "sha256": None, "sha256_note": "the authors publish no hash; the Google Drive folder cannot be fetched here",
-        "params_key": "params_ema", "license": "none stated (the repository has no license file)",
-        "train_data": "DF2K (DIV2K + Flickr2K), sub-images 480 px HR / 120 px LR, step 240 / 60 (README)",
-        "degradation": {"scale": 4, "codec": "jpeg", "level": 10,
-                        "how": "bicubic x4, then cv2 JPEG at quality 10 (README)"},
-        "eval": _MAMBACSR_EVAL,
-        "official": {"official_cross_unscan": True, "pad_multiple": 64},
-    },
-    "Dual-Interleaved-QF10-x4.pth": {
-        "model": "mambacsr_wo_cross", "url": _MAMBACSR_DRIVE,
-        "sha256": None, "sha256_note": "the authors publish no hash; the Google Drive folder cannot be fetched here",
-        "params_key": "params_ema", "license": "none stated (the repository has no license file)",
-        "train_data": "DF2K (DIV2K + Flickr2K), sub-images 480 px HR / 120 px LR, step 240 / 60 (README)",
-        "degradation": {"scale": 4, "codec": "jpeg", "level": 10,
-                        "how": "bicubic x4, then cv2 JPEG at quality 10 (README)"},
-        "eval": _MAMBACSR_EVAL,
-        "official": {"pad_multiple": 64},
-    },
+    "Cross-scale-QF10-x4.pth": {**_MAMBACSR_RELEASE, "model": "mambacsr",
+                                "official": {"official_cross_unscan": True, "pad_multiple": 64}},
+    "Dual-Interleaved-QF10-x4.pth": {**_MAMBACSR_RELEASE, "model": "mambacsr_wo_cross",
+                                     "official": {"pad_multiple": 64}},
 }
 
 

@@ -280,3 +280,26 @@ def test_evaluate_weights_scale_mismatch(tmp_path):
     with pytest.raises(CheckpointError, match="x2 network"):
         evaluate_weights(cfg, "swinir_classical_x2_smoke", path, Degradation("none", 0), 4, tmp_path / "o.json",
                          ["skimage_test"], tmp_path, "cpu")
+
+
+def test_report_shows_released_rows_in_table1_and_classic():
+    from harness.report import render
+    rec4 = {"model": "mambacsr_released", "network": "mambacsr", "scale": 4, "codec": "jpeg", "level": 10,
+            "profile": "paper", "iterations": None, "datasets": {"set5": {"psnr_y": 28.5, "ssim_y": 0.81}},
+            "released": {"file": "models/released/Cross-scale-QF10-x4.pth", "sha256": "ab" * 32,
+                         "fidelity": "official", "params_key": "params_ema"}}
+    rec2 = dict(rec4, model="mambair_x2_released", network="mambair_x2", scale=2, codec="none", level=0,
+                datasets={"set5": {"psnr_y": 38.1, "ssim_y": 0.96}})
+    metrics = {("mambacsr_released", 4, "jpeg", 10): rec4, ("mambair_x2_released", 2, "none", 0): rec2}
+    t1 = render.table1_section(metrics, None, scale=4)
+    block = next(b for b in t1["blocks"] if (b["codec"], b["level"]) == ("jpeg", 10))
+    row = next(r for r in block["rows"] if r.get("released"))
+    assert row["model"] == "MambaCSR — released weights, scored here"
+    assert row["cells"][block["datasets"].index("set5")][0]["ours"] == "28.50"
+    assert "params_ema" in row["note"] and "official" in row["note"]
+    # trained rows are not filled from released metrics
+    assert all(r["missing"] for r in block["rows"] if not r.get("released"))
+    cl = render.classic_section(metrics)
+    row = next(r for r in cl["rows"] if r.get("released"))
+    assert row["model"] == "MambaIR — released weights, scored here"
+    assert row["cells"][cl["datasets"].index("set5")][0]["ours"] == "38.10"

@@ -216,6 +216,46 @@ _SWAP_ROW_NOTE = {row: f"Params / GFLOPs printed here are {other}'s (rows swappe
                   for row, other in pt.SWAPPED_COMPLEXITY_ROWS.items()}
 
 
+#: Networks of released checkpoints -> the Table 1 row they stand beside (Swin2SR: its AIM 2022 JPEG x4 release).
+RELEASED_TABLE1_ROW: dict[str, str] = {
+    "mambacsr": "MambaCSR", "swin2sr_compressed_x4": "Swin2SR", "hst": "HST", "hat": "HAT", "mambair": "MambaIR",
+    "swinir": "SwinIR",
+}
+
+
+def _released_recs(metrics: dict, scale: int, codec: str, level: int,
+                   row_of: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``csrbench released`` metrics (model ``<network>_released``) at one degradation, by the paper row
+    their network stands for in ``row_of``."""
+    out: dict[str, dict[str, Any]] = {}
+    for (model, s, c, lv), rec in metrics.items():
+        row = row_of.get(rec.get("network") or "") if model.endswith("_released") else None
+        if row and (s, c, lv) == (scale, codec, level):
+            out[row] = rec
+    return out
+
+
+def released_rows(recs: dict[str, dict[str, Any]], paper_rows: Sequence[dict[str, Any]],
+                  datasets: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows "<row> — released weights, scored here": the official checkpoint scored by this code,
+    beside the paper's figures (same row layout as Table 1 and the classic x2 table)."""
+    rows = []
+    for row, rec in recs.items():
+        prow = next((r for r in paper_rows if r["model"] == row), {})
+        rel = rec.get("released") or {}
+        note = (f"{Path(rel.get('file') or '?').name}, sha256 {(rel.get('sha256') or '?')[:12]}, "
+                f"{rel.get('fidelity')} behaviour, weights from {rel.get('params_key') or 'a bare state dict'}")
+        rows.append({
+            "model": f"{row} — released weights, scored here", "ours_model": rec.get("model"),
+            "badges": badges_of(rec), "mapped": True, "missing": False, "released": True,
+            "params": _count_cell(prow.get("params_m"), None), "gflops": _count_cell(prow.get("gflops"), None),
+            "cells": [(_cell(prow.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
+                       _cell(prow.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
+            "note": note,
+        })
+    return rows
+
+
 def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int = 4) -> dict[str, Any]:
     """Table 1 blocks, one per degradation: paper rows with our cells beside them."""
     paper = pt.compression_table()   # Table 1 (JPEG, HEVC) + supplementary Table 5 (VVC)
@@ -231,7 +271,8 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
     blocks = []
     for codec, level in degs:
         ours = _rows_by_paper_model(metrics, scale, codec, level, pt.paper_row_of)
-        datasets = cols + _extra_datasets(ours.values(), cols)
+        released = _released_recs(metrics, scale, codec, level, RELEASED_TABLE1_ROW)
+        datasets = cols + _extra_datasets([*ours.values(), *released.values()], cols)
         rows = []
         for model in PAPER_MODELS:
             prow = next((r for r in paper if r["model"] == model and r["codec"] == codec
@@ -250,6 +291,8 @@ def table1_section(metrics: dict, complexity: dict[str, Any] | None, scale: int 
                 "note": "; ".join(x for x in (prow.get("note"), _SWAP_ROW_NOTE.get(model)) if x) or None,
                 "missing": rec is None,
             })
+        rows += released_rows(released, [r for r in paper if r["codec"] == codec and int(r["level"]) == level],
+                              datasets)
         blocks.append({"codec": codec, "level": level, "datasets": datasets, "rows": rows,
                        "table": next((r["table"] for r in paper if r["codec"] == codec), None),
                        "any_ours": any(not r["missing"] for r in rows),
@@ -338,7 +381,8 @@ def classic_section(metrics: dict) -> dict[str, Any]:
             rev[row].append(rec)
     datasets = ["set5", "set14", "bsd100", "urban100", "manga109"]
     ours = {row: _pick(recs) for row, recs in rev.items()}
-    datasets += _extra_datasets(ours.values(), datasets)
+    released = _released_recs(metrics, 2, "none", 0, pt.CLASSIC_X2_ROW)
+    datasets += _extra_datasets([*ours.values(), *released.values()], datasets)
     rows = []
     for r in pt.classic_x2():
         rec = ours.get(r["model"])
@@ -347,6 +391,7 @@ def classic_section(metrics: dict) -> dict[str, Any]:
                      "cells": [(_cell(r.get(f"{d}_psnr"), _dataset_score(rec, d, "psnr_y"), 2),
                                 _cell(r.get(f"{d}_ssim"), _dataset_score(rec, d, "ssim_y"), 4)) for d in datasets],
                      "note": r.get("note")})
+    rows += released_rows(released, list(pt.classic_x2()), datasets)
     return {"rows": rows, "datasets": datasets}
 
 
