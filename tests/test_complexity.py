@@ -258,3 +258,21 @@ def test_thop_hooks_during_trace_equal_thop_profile():
                                           "MixedNet.scale": 8}
     assert not any(hasattr(m, "total_ops") for m in net.modules())            # buffers removed
     assert [m["module"] for m in rec["fvcore"]["uncalled_modules"]] == ["qkv"]
+
+
+@pytest.mark.parametrize("rule,timed", [("table1", {"tinyconv"}), ("none", set()), ("all", {"tinyconv", "tinyconv_b"})])
+def test_latency_only_for_the_models_the_params_name(tmp_path, monkeypatch, rule, timed):
+    """complexity.latency_models bounds the paper preset's cost: every model is counted, only some are timed."""
+    import dataclasses
+    cfg = load(ROOT / "harness" / "profiles" / "smoke.yaml")
+    runs = dataclasses.replace(cfg.runs, models=(dataclasses.replace(cfg.runs.models[0], name="tinyconv"),))
+    cfg = dataclasses.replace(cfg, runs=runs,
+                              complexity=dataclasses.replace(cfg.complexity, latency_models=rule, latency_repeats=1))
+    measured = []
+    monkeypatch.setattr(cx, "measure_in_subprocess", lambda name, *a, **k: measured.append(name) or {"model": name})
+    res = read_json(cx.run(cfg, ["tinyconv", "tinyconv_b"], tmp_path / "c.json", torch.device("cpu"),
+                           build="test_complexity:build_standin", count_paper_size=False))
+    assert set(measured) == timed
+    assert set(res["models"]) == {"tinyconv", "tinyconv_b"}                 # both counted either way
+    assert {n for m in res["models"].values() for n in m["latency"]} == timed
+    assert res["latency_rule"].startswith(f"complexity.latency_models: {rule}")

@@ -417,3 +417,40 @@ def test_default_plan_covers_params_runs(prepared, tmp_path):
         ["x2/none_0", "x4/jpeg_10", "x4/jpeg_20"]
     x2 = cv2.imread(str(lr / "x2/none_0/chelsea.png"))
     assert x2.shape[:2] == (96, 128)
+
+
+# ----------------------------------------------------------------------------- encoder ranges, clean failure
+
+@pytest.mark.parametrize("codec", ["hevc", "vvc"])
+def test_qp_range_is_what_the_ffmpeg_encoder_accepts(codec):
+    """QP_RANGE is the encoder's own: its top QP encodes, one above is refused by ffmpeg itself."""
+    import subprocess
+    import tempfile
+    lo, hi = codecs.QP_RANGE[codec]
+    exe = codecs.ffmpeg_exe()
+    make = codecs.ffmpeg_hevc_command if codec == "hevc" else codecs.ffmpeg_vvc_command
+    bit_depth = 8 if codec == "hevc" else 10
+    import skimage.data
+    photo = np.ascontiguousarray(skimage.data.astronaut()[100:164, 100:164])   # libvvenc fails on noise at QP <= 19
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.yuv"
+        codecs._write_yuv(src, codecs.rgb_to_yuv420(photo, bit_depth))
+        rc = {qp: subprocess.run(make(exe, src, Path(tmp) / f"{qp}.bit", 64, 64, qp), capture_output=True).returncode
+              for qp in (lo, hi, hi + 1)}
+    assert rc[lo] == 0 and rc[hi] == 0 and rc[hi + 1] != 0, rc
+    with pytest.raises(ValueError, match=f"QP must be in {lo}..{hi}"):
+        codecs.compress(_smooth(16, 16), codec, hi + 1)
+
+
+def test_failed_encode_removes_the_folders_it_created(prepared, tmp_path, monkeypatch):
+    data = _copy_hr(prepared, tmp_path)
+    done = data / "lr/skimage_test/x4/jpeg_10"
+    degrade.run(_cfg(), datasets=["skimage_test"], degradations=[Degradation("jpeg", 10)], data=data)
+
+    def broken(*a, **k):
+        raise EncoderError("hevc: x265 exited with 183: Invalid argument")
+    monkeypatch.setattr(codecs, "compress", broken)
+    with pytest.raises(EncoderError, match="Invalid argument"):
+        degrade.run(_cfg(), datasets=["skimage_test"], degradations=[Degradation("hevc", 37)], data=data)
+    assert not (data / "lr/skimage_test/x4/hevc_37").exists()          # no empty output folder left
+    assert (done / "manifest.json").is_file()                          # finished work kept

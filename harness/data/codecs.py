@@ -62,6 +62,8 @@ PAD_MULTIPLE = 8
 # The QP each encoder accepts, tried with the imageio-ffmpeg binary (v9.0.2): libx265 8-bit refuses
 # QP > 51 ("QP exceeds supported range (-QpBDOffsety to 51)"; the offset is 0 at 8 bits) and libvvenc
 # refuses QP > 63 (its -1 means "encoder default", not a QP). HM 8-bit and VTM share these limits.
+# (libvvenc 1.15 also fails, "Generic error in an external library", on pure noise at QP <= 19;
+# photographs encode at every QP tried, 0..29 and 63: that error names the image, see _run.)
 QP_RANGE: dict[str, tuple[int, int]] = {"hevc": (0, 51), "vvc": (0, 63), "avc": (0, 51)}
 # Test-only codecs of `csrbench generalize` (not paper degradations): AVC = H.264 by libx264 (8-bit, all-intra,
 # constant QP, as HEVC), WebP = lossy VP8 by libwebp at quality 0..100 (fed the same BT.601 limited 4:2:0 planes).
