@@ -440,6 +440,7 @@ def check_names(cfg: Config) -> None:
                           ("runs.classic_x2", cfg.runs.classic_x2), ("textzoom.models", cfg.textzoom.models)):
         keys += [(f"{section}[{i}].name", m.name, "model", models) for i, m in enumerate(runs)]
     keys += [(f"erf.models[{i}]", n, "model", models) for i, n in enumerate(cfg.erf.models)]
+    keys += [(f"released[{i}].model", e.model, "model", models) for i, e in enumerate(cfg.released)]
     for key, name, kind, known in keys:
         if name not in known:
             what = "see harness.models.list_models()" if kind == "model" else \

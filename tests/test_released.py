@@ -303,3 +303,13 @@ def test_report_shows_released_rows_in_table1_and_classic():
     row = next(r for r in cl["rows"] if r.get("released"))
     assert row["model"] == "MambaIR — released weights, scored here"
     assert row["cells"][cl["datasets"].index("set5")][0]["ours"] == "38.10"
+
+
+def test_unknown_released_model_fails_at_load(tmp_path):
+    import yaml
+
+    from harness.config import ConfigError, load_dict
+    data = yaml.safe_load((ROOT / "harness" / "profiles" / "smoke.yaml").read_text())
+    data["released"][0]["model"] = "mambacsrr"
+    with pytest.raises(ConfigError, match=r"released\[0\]\.model: unknown model 'mambacsrr'"):
+        load_dict(data, "smoke.yaml")
