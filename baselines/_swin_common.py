@@ -1,46 +1,41 @@
 """Window-attention building blocks shared by the Swin-family baselines.
 
-Generic pieces of the Swin Transformer (Liu et al. 2021, arXiv:2103.14030) as
-SwinIR (``github:JingyunLiang/SwinIR`` @ 6545850, Apache-2.0) and Swin2SR
-(``github:mv-lab/swin2sr`` @ 6f25d76, Apache-2.0) use them, rewritten for
-csrbench; HAT and HST reuse the same layout. Nothing here owns a checkpoint key
-except through the module attribute names (``Mlp.fc1``/``fc2``,
-``Upsample.<i>``, ``PatchEmbed.norm``), which follow upstream.
+Pieces of the Swin Transformer (Liu et al. 2021, arXiv:2103.14030) as SwinIR
+(``github:JingyunLiang/SwinIR`` @ 6545850, Apache-2.0), Swin2SR
+(``github:mv-lab/swin2sr`` @ 6f25d76, Apache-2.0), HST and HAT use them, rewritten
+for csrbench. Layers every network shares (``Mlp``, ``PatchEmbed``, ``Upsample``,
+``DropPath``, ``residual_conv``, ...) live in :mod:`mambacsr.layers`; this module
+holds only what needs windows. Module attribute names follow upstream
+(``attn.qkv``, ``attn.proj``, ``relative_position_bias_table``, ``norm1``/``norm2``,
+``mlp.fc1``/``fc2``, ``residual_group.blocks.<i>``, ``conv``, ``patch_embed.*``).
 
 Contents:
     window_partition / window_reverse   (B, H, W, C) <-> (B*nW, ws, ws, C)
     relative_position_index             (ws*ws, ws*ws) index into a (2ws-1)^2 table
-    shifted_window_mask                 (nW, ws*ws, ws*ws) 0 / -100 mask for SW-MSA
+    shifted_window_mask, ShiftMaskCache (nW, ws*ws, ws*ws) 0 / -100 mask for SW-MSA, cached per size
     window_attention / _ref             fused SDPA path and its plain-softmax oracle
-    pad_to_multiple                     reflect-pad (B, C, H, W) to a multiple of ws
-    drop_path / DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, UpsampleOneStep
-    residual_conv, init_swin_weights, validate_swin_config   config / init helpers
-    unwrap_checkpoint, filter_recomputed                      checkpoint_filter_fn helpers
+    shifted_window_attention            roll -> partition -> attention -> reverse -> roll back
+    WindowAttention, SwinTransformerBlock   Swin v1 W-MSA and pre-norm block (SwinIR, HST; HAT's attention)
+    validate_swin_config, filter_recomputed   config check and checkpoint_filter_fn helper
 """
 from __future__ import annotations
 
-import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mambacsr.layers import DropPath, Mlp, is_pixelshuffle_scale, unwrap_state_dict
+
 __all__ = [
-    "DropPath",
-    "Mlp",
-    "PatchEmbed",
-    "PatchUnEmbed",
-    "Upsample",
-    "UpsampleOneStep",
-    "drop_path",
+    "ShiftMaskCache",
+    "SwinTransformerBlock",
+    "WindowAttention",
     "filter_recomputed",
-    "init_swin_weights",
-    "linear_drop_path_rates",
-    "pad_to_multiple",
     "relative_position_index",
-    "residual_conv",
+    "shifted_window_attention",
     "shifted_window_mask",
-    "unwrap_checkpoint",
     "validate_swin_config",
     "window_attention",
     "window_attention_ref",
@@ -188,157 +183,149 @@ def window_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias
     return (attn.softmax(dim=-1) @ v).to(dtype)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
-    """Pad the bottom and right of an image batch up to a multiple of ``multiple``.
+class ShiftMaskCache:
+    """Shifted-window masks of one model, built per padded feature-map size and kept.
 
-    Upstream's ``check_image_size`` does ``F.pad(x, (0, pw, 0, ph), 'reflect')``;
-    that needs pad < size, so for maps smaller than the pad this reflects
-    repeatedly (and replicates a 1-pixel side). For every size upstream accepts
-    the result is identical to upstream's.
+    Not a module (nothing in the state dict); keyed by (H, W, device). Keeps at most
+    ``max_entries`` masks (HST needs one per scale), then starts over.
 
     Args:
-        x: (B, C, H, W).
-        multiple: pad H and W up to a multiple of this.
-        mode: ``"reflect"`` (upstream) or any other ``F.pad`` mode.
+        window_size: ws.
+        shift_size: the SW-MSA shift (ws // 2 upstream).
+        max_entries: how many (size, device) masks to keep.
+    """
+
+    def __init__(self, window_size: int, shift_size: int, max_entries: int = 1) -> None:
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.max_entries = max_entries
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(nW, N, N) mask of :func:`shifted_window_mask` for a padded (H, W) map on ``device``."""
+        key = (int(x_size[0]), int(x_size[1]), str(device))
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= self.max_entries:
+                self._masks.clear()
+            mask = shifted_window_mask(key[0], key[1], self.window_size, self.shift_size, device=device)
+            self._masks[key] = mask
+        return mask
+
+
+def shifted_window_attention(x: torch.Tensor, window_size: int, shift_size: int,
+                             attn: Callable[..., torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+    """(Shifted) window self-attention over a map: roll, partition, attend, reverse, roll back.
+
+    Args:
+        x: (B, H, W, C), H and W multiples of ws.
+        window_size: ws.
+        shift_size: 0 (W-MSA) or the SW-MSA shift.
+        attn: called as ``attn(windows, mask=...)`` on (B*nW, ws*ws, C) windows.
+        mask: (nW, N, N) shift mask, used only when ``shift_size > 0``.
 
     Returns:
-        (B, C, H', W') with H' = ceil(H/multiple)*multiple, likewise W'.
+        (B, H, W, C).
     """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if mode != "reflect":
-        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
-    while pad_h or pad_w:
-        h, w = x.shape[-2:]
-        step_h = min(pad_h, h - 1) if h > 1 else 0
-        step_w = min(pad_w, w - 1) if w > 1 else 0
-        if step_h == 0 and step_w == 0:                     # a 1-pixel side: replicate it
-            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
-        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    b, h, w, c = x.shape
+    ws, s = window_size, shift_size
+    if s > 0:
+        x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+    win = window_partition(x, ws).view(-1, ws * ws, c)                   # B*nW, N, C
+    win = attn(win, mask=mask if s > 0 else None)
+    x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)                # B, H, W, C
+    if s > 0:
+        x = torch.roll(x, shifts=(s, s), dims=(1, 2))
     return x
 
 
-def linear_drop_path_rates(rate: float, n: int) -> list[float]:
-    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``n`` blocks.
-
-    Same values as upstream's ``torch.linspace(0, rate, n)``, in plain Python
-    so that building on the meta device never reads a tensor value.
-    """
-    if n <= 1:
-        return [0.0] * n
-    return [rate * i / (n - 1) for i in range(n)]
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a whole sample's residual branch with probability p.
+class WindowAttention(nn.Module):
+    """Swin v1 W-MSA with a learned relative position bias table (SwinIR, HST, HAT's HAB).
 
     Args:
-        x: (B, ...) residual branch output.
-        p: drop probability.
-        training: identity when False.
-
-    Returns:
-        x with each sample either zeroed or scaled by 1/(1-p).
+        dim: channels C.
+        window_size: ws.
+        num_heads: nH.
+        qkv_bias: bias on ``qkv``.
+        proj_drop: dropout after ``proj``.
+        own_index: keep the (N, N) ``relative_position_index`` as a (non-persistent)
+            buffer; HAT passes one shared index to every block instead (``rpi``).
     """
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
 
-
-class DropPath(nn.Module):
-    """Module form of :func:`drop_path` (timm's ``DropPath``)."""
-
-    def __init__(self, p: float = 0.0) -> None:
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 proj_drop: float = 0.0, own_index: bool = True) -> None:
         super().__init__()
-        self.p = p
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))          # (2ws-1)^2, nH
+        if own_index:
+            self.register_buffer("relative_position_index",
+                                 relative_position_index(window_size, window_size), persistent=False)
+        else:
+            self.relative_position_index = None
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
+    def relative_position_bias(self, rpi: torch.Tensor | None = None) -> torch.Tensor:
+        """(nH, N, N) bias, N = ws*ws, read through ``rpi`` (default: the own index)."""
+        rpi = self.relative_position_index if rpi is None else rpi
+        n = self.window_size * self.window_size
+        bias = self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1)
+        return bias.permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rpi: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B*nW, N, C); mask: (nW, N, N) or None; rpi: (N, N) or None (own index) -> (B*nW, N, C)."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)                                          # B*nW, nH, N, d
+        x = window_attention(q, k, v, bias=self.relative_position_bias(rpi), mask=mask)
+        x = x.transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
 
-class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout; keys ``fc1``, ``fc2`` as upstream.
+class SwinTransformerBlock(nn.Module):
+    """Pre-norm Swin block: x + attn(norm1(x)), then x + mlp(norm2(x)); shift on odd blocks.
 
     Args:
-        in_features: input (and output) channels C.
-        hidden_features: hidden width.
+        dim: channels C.
+        num_heads: nH.
+        window_size: ws.
+        shift_size: 0 (W-MSA) or ws // 2 (SW-MSA).
+        mlp_ratio: MLP hidden / C.
+        qkv_bias: bias on qkv.
         drop: dropout rate.
+        drop_path: stochastic depth rate of this block.
     """
 
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
+                 qkv_bias: bool, drop: float, drop_path: float) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) -> (..., C)."""
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H*W, C) tokens, optional LayerNorm (``norm``), patch size 1.
-
-    SwinIR's/HAT's ``PatchEmbed``: no projection, only flatten and norm.
-    """
-
-    def __init__(self, embed_dim: int, norm: bool = True) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(embed_dim) if norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2).transpose(1, 2)                     # B, H*W, C
-        return self.norm(x) if self.norm is not None else x
-
-
-class PatchUnEmbed(nn.Module):
-    """(B, H*W, C) tokens -> (B, C, H, W); no parameters."""
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+    def _attn(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
         b, _, c = x.shape
-        return x.transpose(1, 2).reshape(b, c, x_size[0], x_size[1])
+        x = shifted_window_attention(x.reshape(b, *x_size, c), self.window_size, self.shift_size, self.attn, mask)
+        return x.reshape(b, -1, c)
 
-
-class Upsample(nn.Sequential):
-    """Pixel-shuffle upsampler: (conv 3x3 -> PixelShuffle(2)) x log2(s), or one x3 step.
-
-    Keys ``0.weight``, ``2.weight``, ... as upstream.
-
-    Args:
-        scale: 2^n or 3.
-        num_feat: channels in and out.
-    """
-
-    def __init__(self, scale: int, num_feat: int) -> None:
-        layers: list[nn.Module] = []
-        if scale >= 1 and scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"Upsample: scale {scale} is not supported; use 2^n or 3")
-        super().__init__(*layers)
-
-
-class UpsampleOneStep(nn.Sequential):
-    """One conv 3x3 to s^2 * out channels, then PixelShuffle(s) (lightweight SR).
-
-    Args:
-        scale: upscale factor s.
-        num_feat: input channels.
-        num_out_ch: output channels.
-    """
-
-    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
-        super().__init__(nn.Conv2d(num_feat, scale * scale * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H*W, C); x_size (H, W); mask: (nW, N, N) shift mask -> (B, H*W, C)."""
+        x = x + self.drop_path(self._attn(self.norm1(x), x_size, mask))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
 
 
 def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...]) -> None:
@@ -362,7 +349,7 @@ def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...]) -> None:
     if cfg.upscale < 1:
         raise ValueError(f"{name}.upscale={cfg.upscale} must be >= 1")
     if cfg.upsampler.startswith("pixelshuffle") and cfg.upsampler != "pixelshuffledirect":
-        if not (cfg.upscale == 3 or (cfg.upscale >= 2 and cfg.upscale & (cfg.upscale - 1) == 0)):
+        if not is_pixelshuffle_scale(cfg.upscale):
             raise ValueError(f"{name}.upscale={cfg.upscale}: {cfg.upsampler!r} supports 2^n and 3")
     if cfg.resi_connection not in ("1conv", "3conv"):
         raise ValueError(f"{name}.resi_connection={cfg.resi_connection!r} is not '1conv' or '3conv'")
@@ -370,52 +357,9 @@ def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...]) -> None:
         raise ValueError(f"{name}.attn_drop_rate={cfg.attn_drop_rate}: only 0 is supported (fused attention)")
 
 
-def residual_conv(dim: int, kind: str) -> nn.Module:
-    """The conv closing an RSTB / the body: ``1conv`` (one 3x3) or the lighter ``3conv`` stack.
-
-    Keys as upstream: ``weight``/``bias`` or ``0.*``, ``2.*``, ``4.*``.
-    """
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        return nn.Sequential(
-            nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim, 3, 1, 1))
-    raise ValueError(f"residual_conv: kind {kind!r} is not '1conv' or '3conv'")
-
-
-def init_swin_weights(m: nn.Module) -> None:
-    """Upstream ``_init_weights`` (use with ``model.apply``): Linear trunc-normal(0.02), zero bias;
-    LayerNorm weight 1, bias 0; convolutions keep PyTorch's default."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 def unwrap_checkpoint(state_dict: dict, name: str) -> dict:
-    """The weights inside an upstream checkpoint: ``params_ema`` > ``params`` > ``state_dict`` > ``model`` > itself.
-
-    Also strips a DataParallel ``module.`` prefix.
-
-    Args:
-        state_dict: what ``torch.load`` returned.
-        name: model name for error messages.
-
-    Returns:
-        A flat ``{key: tensor}`` dict.
-    """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"{name} checkpoint_filter_fn: expected a dict, got {type(state_dict).__name__}")
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    """Deprecated alias kept for ``harness/released.py``: use :func:`mambacsr.layers.unwrap_state_dict`."""
+    return unwrap_state_dict(state_dict, name)[0]
 
 
 def filter_recomputed(state_dict: dict, model: nn.Module, name: str, drop: tuple[str, ...],

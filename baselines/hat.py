@@ -49,6 +49,7 @@ reproduced by ``harness/complexity.py``, not here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -56,24 +57,35 @@ import torch.utils.checkpoint
 from torch import nn
 
 from baselines._swin_common import (
-    DropPath,
-    Mlp,
-    PatchEmbed,
-    PatchUnEmbed,
-    Upsample,
-    init_swin_weights,
-    linear_drop_path_rates,
-    pad_to_multiple,
+    ShiftMaskCache,
+    WindowAttention,
+    filter_recomputed,
     relative_position_index,
-    shifted_window_mask,
+    shifted_window_attention,
     window_attention,
     window_partition,
     window_reverse,
 )
+from mambacsr.layers import (
+    CAB,
+    DIV2K_RGB_MEAN,
+    BasicLayer,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchUnEmbed,
+    ResidualGroup,
+    Upsample,
+    init_weights,
+    is_pixelshuffle_scale,
+    linear_drop_path_rates,
+    pad_to_multiple,
+    residual_conv,
+    unwrap_state_dict,
+)
 
 __all__ = ["HAT", "HATConfig", "checkpoint_filter_fn", "hat", "smoke"]
 
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ class HATConfig:
         if self.upsampler != "pixelshuffle":
             raise ValueError(f"{name}.upsampler={self.upsampler!r}: only 'pixelshuffle' is implemented "
                              "(as upstream)")
-        if not (self.upscale == 3 or (self.upscale >= 2 and self.upscale & (self.upscale - 1) == 0)):
+        if not is_pixelshuffle_scale(self.upscale):
             raise ValueError(f"{name}.upscale={self.upscale}: pixelshuffle supports 2^n and 3")
         if self.resi_connection not in ("1conv", "identity"):
             raise ValueError(f"{name}.resi_connection={self.resi_connection!r} is not '1conv' or 'identity'")
@@ -184,88 +196,6 @@ def oca_relative_position_index(window_size: int, overlap_win_size: int) -> torc
     return (rel[..., 0] * side + rel[..., 1]) % (side * side)
 
 
-class ChannelAttention(nn.Module):
-    """RCAN channel attention: x * sigmoid(conv(relu(conv(avgpool(x))))); keys ``attention.1/3``.
-
-    Args:
-        num_feat: channels C.
-        squeeze_factor: bottleneck C // squeeze_factor.
-    """
-
-    def __init__(self, num_feat: int, squeeze_factor: int) -> None:
-        super().__init__()
-        self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1, padding=0),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1, padding=0),
-            nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        return x * self.attention(x)
-
-
-class CAB(nn.Module):
-    """Channel attention block: conv3x3 (C -> C/r) -> GELU -> conv3x3 -> channel attention.
-
-    Args:
-        num_feat: channels C.
-        compress_ratio: r.
-        squeeze_factor: of the channel attention.
-    """
-
-    def __init__(self, num_feat: int, compress_ratio: int, squeeze_factor: int) -> None:
-        super().__init__()
-        self.cab = nn.Sequential(
-            nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1),
-            nn.GELU(),
-            nn.Conv2d(num_feat // compress_ratio, num_feat, 3, 1, 1),
-            ChannelAttention(num_feat, squeeze_factor))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        return self.cab(x)
-
-
-class WindowAttention(nn.Module):
-    """W-MSA with a learned relative position bias; the index is passed in (``rpi``), as upstream.
-
-    Args:
-        dim: channels C.
-        window_size: ws.
-        num_heads: nH.
-        qkv_bias: bias on ``qkv``.
-        proj_drop: dropout after ``proj``.
-    """
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))          # (2ws-1)^2, nH
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: torch.Tensor, rpi: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B*nW, N, C); rpi: (N, N) int64; mask: (nW, N, N) or None -> (B*nW, N, C)."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                          # B*nW, nH, N, d
-        bias = self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1).permute(2, 0, 1)  # nH, N, N
-        x = window_attention(q, k, v, bias=bias, mask=mask)
-        x = x.transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(x))
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
-
-
 class HAB(nn.Module):
     """Hybrid attention block: x + attn(norm1(x)) + conv_scale * CAB(norm1(x)), then x + mlp(norm2(x)).
 
@@ -290,24 +220,11 @@ class HAB(nn.Module):
         self.shift_size = shift_size
         self.conv_scale = conv_scale
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop, own_index=False)
         self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def _attn(self, x: torch.Tensor, rpi: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H, W, C) normed -> (B, H, W, C) (shifted) window attention."""
-        b, h, w, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        win = window_partition(x, ws).reshape(-1, ws * ws, c)            # B*nW, N, C
-        win = self.attn(win, rpi, mask=mask if s > 0 else None)
-        x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)            # B, H, W, C
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi_sa: torch.Tensor,
                 attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -316,7 +233,8 @@ class HAB(nn.Module):
         b, _, c = x.shape
         y = self.norm1(x).view(b, h, w, c)
         conv_x = self.conv_block(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
-        attn_x = self._attn(y, rpi_sa, attn_mask).reshape(b, h * w, c)
+        attn = functools.partial(self.attn, rpi=rpi_sa)
+        attn_x = shifted_window_attention(y, self.window_size, self.shift_size, attn, attn_mask).reshape(b, h * w, c)
         x = x + self.drop_path(attn_x) + conv_x * self.conv_scale
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
@@ -384,53 +302,26 @@ class OCAB(nn.Module):
         return f"dim={self.dim}, window_size={self.window_size}, overlap_win_size={self.overlap_win_size}"
 
 
-class AttenBlocks(nn.Module):
-    """``depth`` HABs alternating W-MSA / SW-MSA, then one OCAB (upstream ``residual_group``)."""
+class AttenBlocks(BasicLayer):
+    """``depth`` HABs alternating W-MSA / SW-MSA, then one OCAB (upstream ``residual_group``).
+
+    Keys ``blocks.<i>.*`` and ``overlap_attn.*`` as upstream.
+    """
 
     def __init__(self, cfg: HATConfig, num_heads: int, depth: int, drop_path: list[float]) -> None:
-        super().__init__()
         c, ws = cfg.embed_dim, cfg.window_size
-        self.use_checkpoint = cfg.use_checkpoint
-        self.blocks = nn.ModuleList([
-            HAB(c, num_heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.compress_ratio, cfg.squeeze_factor,
-                cfg.conv_scale, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, drop_path[i])
-            for i in range(depth)])
+        super().__init__([HAB(c, num_heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.compress_ratio, cfg.squeeze_factor,
+                              cfg.conv_scale, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, drop_path[i])
+                          for i in range(depth)], cfg.use_checkpoint)
         self.overlap_attn = OCAB(c, ws, cfg.overlap_ratio, num_heads, cfg.qkv_bias, cfg.mlp_ratio)
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], params: dict[str, torch.Tensor]) -> torch.Tensor:
         """x: (B, H*W, C); params: ``rpi_sa``, ``attn_mask``, ``rpi_oca`` -> (B, H*W, C)."""
-        ckpt = self.use_checkpoint and torch.is_grad_enabled()
-        for blk in self.blocks:
-            if ckpt:
-                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, params["rpi_sa"], params["attn_mask"],
-                                                      use_reentrant=False)
-            else:
-                x = blk(x, x_size, params["rpi_sa"], params["attn_mask"])
-        if ckpt:
+        x = super().forward(x, x_size, params["rpi_sa"], params["attn_mask"])
+        if self.use_checkpoint and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(self.overlap_attn, x, x_size, params["rpi_oca"],
                                                      use_reentrant=False)
         return self.overlap_attn(x, x_size, params["rpi_oca"])
-
-
-class RHAG(nn.Module):
-    """Residual hybrid attention group: tokens -> AttenBlocks -> conv -> + tokens.
-
-    Keys ``residual_group.*``, ``conv.*`` as upstream (its ``patch_embed`` /
-    ``patch_unembed`` have no parameters).
-    """
-
-    def __init__(self, cfg: HATConfig, num_heads: int, depth: int, drop_path: list[float]) -> None:
-        super().__init__()
-        c = cfg.embed_dim
-        self.residual_group = AttenBlocks(cfg, num_heads, depth, drop_path)
-        self.conv = nn.Conv2d(c, c, 3, 1, 1) if cfg.resi_connection == "1conv" else nn.Identity()
-        self.patch_embed = PatchEmbed(c, norm=False)
-        self.patch_unembed = PatchUnEmbed()
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        y = self.patch_unembed(self.residual_group(x, x_size, params), x_size)   # B, C, H, W
-        return self.patch_embed(self.conv(y)) + x
 
 
 class HAT(nn.Module):
@@ -449,13 +340,13 @@ class HAT(nn.Module):
         self.shift_size = ws // 2
         self.overlap_ratio = cfg.overlap_ratio
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if ch == 3 else (0.0,)
+        mean = DIV2K_RGB_MEAN if ch == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         ows = ws + int(cfg.overlap_ratio * ws)
         self.register_buffer("relative_position_index_SA", relative_position_index(ws, ws), persistent=False)
         self.register_buffer("relative_position_index_OCA", oca_relative_position_index(ws, ows),
                              persistent=False)
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self.shift_mask = ShiftMaskCache(ws, ws // 2)
 
         # 1. shallow features
         self.conv_first = nn.Conv2d(ch, c, 3, 1, 1)
@@ -467,22 +358,15 @@ class HAT(nn.Module):
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
             start = sum(cfg.depths[:i])
-            self.layers.append(RHAG(cfg, heads, depth, dpr[start:start + depth]))
+            blocks = AttenBlocks(cfg, heads, depth, dpr[start:start + depth])
+            self.layers.append(ResidualGroup(blocks, c, cfg.resi_connection))  # upstream RHAG
         self.norm = nn.LayerNorm(c)
-        self.conv_after_body = nn.Conv2d(c, c, 3, 1, 1) if cfg.resi_connection == "1conv" else nn.Identity()
+        self.conv_after_body = residual_conv(c, cfg.resi_connection)
         # 3. reconstruction (pixelshuffle)
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(c, nf, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(cfg.upscale, nf)
         self.conv_last = nn.Conv2d(nf, ch, 3, 1, 1)
-        self.apply(init_swin_weights)
-
-    def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(nW, N, N) SW-MSA mask for a padded (H, W) map; the last one is cached."""
-        key = (x_size, self.window_size, str(device))
-        if self._mask_cache is None or self._mask_cache[0] != key:
-            mask = shifted_window_mask(*x_size, self.window_size, self.shift_size, device=device)
-            self._mask_cache = (key, mask)
-        return self._mask_cache[1]
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W), H and W multiples of ws -> (B, C, H, W)."""
@@ -542,35 +426,12 @@ def checkpoint_filter_fn(state_dict: dict, model: HAT) -> dict:
         TypeError: not a dict.
         ValueError: a checked index differs from the model's (other window_size / overlap_ratio).
     """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"HAT checkpoint_filter_fn: expected a dict, got {type(state_dict).__name__}")
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    own = dict(model.named_buffers())
-    out = {}
-    for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        leaf = k.rsplit(".", 1)[-1]
-        if leaf in _SIZE_DEPENDENT:
-            continue
-        if leaf in _RECOMPUTED:
-            mine = own.get(k)
-            if mine is None:
-                raise ValueError(f"HAT checkpoint_filter_fn: checkpoint key {k!r} has no counterpart in the model")
-            if mine.device.type != "meta":
-                table = (model.layers[0].residual_group.overlap_attn.relative_position_bias_table.shape[0]
-                         if leaf.endswith("OCA") else None)
-                theirs = v.to(mine.device, torch.int64)
-                if table is not None:
-                    theirs = theirs % table
-                if tuple(theirs.shape) != tuple(mine.shape) or not torch.equal(theirs, mine):
-                    raise ValueError(f"HAT checkpoint_filter_fn: {k!r} {tuple(v.shape)} differs from the "
-                                     f"model's {tuple(mine.shape)} (different window_size / overlap_ratio?)")
-            continue
-        out[k] = v
-    return out
+    sd, _ = unwrap_state_dict(state_dict, "HAT checkpoint_filter_fn")
+    oca = "relative_position_index_OCA"
+    if oca in sd:  # upstream's negative entries select the same rows as ours, reduced modulo the table
+        table = model.layers[0].residual_group.overlap_attn.relative_position_bias_table.shape[0]
+        sd[oca] = sd[oca].to(torch.int64) % table
+    return filter_recomputed(sd, model, "HAT", _SIZE_DEPENDENT, _RECOMPUTED)
 
 
 def hat() -> HATConfig:

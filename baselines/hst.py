@@ -60,28 +60,25 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from baselines._swin_common import (
-    DropPath,
-    Mlp,
+from baselines._swin_common import ShiftMaskCache, filter_recomputed
+from baselines.swinir import swin_blocks
+from mambacsr.layers import (
+    DIV2K_RGB_MEAN,
     PatchEmbed,
     PatchUnEmbed,
+    ResidualGroup,
     Upsample,
-    init_swin_weights,
+    init_weights,
+    is_pixelshuffle_scale,
     linear_drop_path_rates,
-    relative_position_index,
-    residual_conv,
-    shifted_window_mask,
-    window_attention,
-    window_partition,
-    window_reverse,
+    pad_symmetric,
+    unwrap_state_dict,
 )
 
 __all__ = ["HST", "HSTConfig", "checkpoint_filter_fn", "hst", "pad_symmetric", "smoke"]
 
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
 
 
 @dataclass(frozen=True)
@@ -152,165 +149,10 @@ class HSTConfig:
         if self.img_size // 4 <= self.window_size:
             raise ValueError(f"{name}.img_size={self.img_size}: img_size // 4 must exceed window_size="
                              f"{self.window_size} (upstream would silently shrink the quarter-scale window)")
-        if not (self.upscale == 3 or (self.upscale >= 2 and self.upscale & (self.upscale - 1) == 0)):
+        if not is_pixelshuffle_scale(self.upscale):
             raise ValueError(f"{name}.upscale={self.upscale}: pixelshuffle supports 2^n and 3")
         if self.resi_connection not in ("1conv", "3conv"):
             raise ValueError(f"{name}.resi_connection={self.resi_connection!r} is not '1conv' or '3conv'")
-
-
-def pad_symmetric(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right with a mirrored copy (edge pixel repeated) up to a multiple of ``multiple``.
-
-    ``test_HST.py`` does ``cat([img, flip(img)])[:h + pad]``: the appended rows are
-    the last ``pad`` rows in reverse order. For pads larger than the map this
-    repeats the step (upstream would come up short).
-
-    Args:
-        x: (B, C, H, W).
-        multiple: pad H and W up to a multiple of this (nothing added when already one).
-
-    Returns:
-        (B, C, H', W') with H' = ceil(H/multiple)*multiple, likewise W'.
-    """
-    for dim in (-2, -1):
-        pad = (-x.shape[dim]) % multiple
-        while pad:
-            step = min(pad, x.shape[dim])
-            x = torch.cat([x, x.narrow(dim, x.shape[dim] - step, step).flip(dim)], dim=dim)
-            pad -= step
-    return x
-
-
-class WindowAttention(nn.Module):
-    """W-MSA with a learned relative position bias table (Swin v1).
-
-    Args:
-        dim: channels C.
-        window_size: ws.
-        num_heads: nH.
-        qkv_bias: bias on ``qkv``.
-        proj_drop: dropout after ``proj``.
-    """
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))          # (2ws-1)^2, nH
-        self.register_buffer("relative_position_index",
-                             relative_position_index(window_size, window_size), persistent=False)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B*nW, N, C); mask: (nW, N, N) or None -> (B*nW, N, C)."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                          # B*nW, nH, N, d
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)                      # nH, N, N
-        x = window_attention(q, k, v, bias=bias, mask=mask)
-        x = x.transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(x))
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
-
-
-class SwinTransformerBlock(nn.Module):
-    """Pre-norm Swin block: x + attn(norm1(x)), then x + mlp(norm2(x)); shift on odd blocks.
-
-    Args:
-        dim: channels C.
-        num_heads: nH.
-        window_size: ws.
-        shift_size: 0 (W-MSA) or ws // 2 (SW-MSA).
-        mlp_ratio: MLP hidden / C.
-        qkv_bias: bias on qkv.
-        drop: dropout rate.
-        drop_path: stochastic depth rate of this block.
-    """
-
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: float) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def _attn(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        h, w = x_size
-        b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = x.view(b, h, w, c)
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        win = window_partition(x, ws).reshape(-1, ws * ws, c)            # B*nW, N, C
-        win = self.attn(win, mask=mask if s > 0 else None)
-        x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)            # B, H, W, C
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x.reshape(b, h * w, c)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C); x_size (H, W); mask: (nW, N, N) shift mask -> (B, H*W, C)."""
-        x = x + self.drop_path(self._attn(self.norm1(x), x_size, mask))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
-
-
-class BasicLayer(nn.Module):
-    """``depth`` Swin blocks alternating W-MSA / SW-MSA (upstream ``residual_group``)."""
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool) -> None:
-        super().__init__()
-        self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio, qkv_bias, drop, drop_path[i])
-            for i in range(depth)])
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        for blk in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, mask, use_reentrant=False)
-            else:
-                x = blk(x, x_size, mask)
-        return x
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer Block: tokens -> blocks -> conv -> + tokens.
-
-    Keys ``residual_group.blocks.<i>.*``, ``conv.*`` as upstream (its
-    ``patch_embed`` / ``patch_unembed`` have no parameters).
-    """
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool,
-                 resi_connection: str) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop,
-                                         drop_path, use_checkpoint)
-        self.conv = residual_conv(dim, resi_connection)
-        self.patch_embed = PatchEmbed(dim, norm=False)
-        self.patch_unembed = PatchUnEmbed()
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        y = self.patch_unembed(self.residual_group(x, x_size, mask), x_size)   # B, C, H, W
-        return self.patch_embed(self.conv(y)) + x
 
 
 class GRSTB(nn.Module):
@@ -333,9 +175,8 @@ class GRSTB(nn.Module):
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             start = sum(depths[:i])
-            self.layers.append(RSTB(dim, depth, heads, cfg.window_size, cfg.mlp_ratio, cfg.qkv_bias,
-                                    cfg.drop_rate, dpr[start:start + depth], cfg.use_checkpoint,
-                                    cfg.resi_connection))
+            blocks = swin_blocks(dim, depth, heads, cfg, dpr[start:start + depth])
+            self.layers.append(ResidualGroup(blocks, dim, cfg.resi_connection))
         self.patch_embed = PatchEmbed(dim, norm=cfg.patch_norm)
         self.patch_unembed = PatchUnEmbed()
         self.pos_drop = nn.Dropout(cfg.drop_rate)
@@ -365,9 +206,10 @@ class HST(nn.Module):
         self.upscale = cfg.upscale
         self.window_size = cfg.window_size
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if ch == 3 else (0.0,)
+        mean = DIV2K_RGB_MEAN if ch == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        # one mask per scale, for at most two input sizes
+        self.shift_mask = ShiftMaskCache(cfg.window_size, cfg.window_size // 2, max_entries=6)
 
         self.GRSTB_1 = GRSTB(cfg, c_l, cfg.depths_low, cfg.num_heads_low)
         self.conv_after_grstb1 = nn.Conv2d(c_l, c_l, 3, 1, 1)
@@ -390,18 +232,7 @@ class HST(nn.Module):
         self.conv_before_up = nn.Sequential(nn.Conv2d(c_h * 3, nf, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(cfg.upscale, nf)
         self.conv_last = nn.Conv2d(nf, ch, kernel_size=3, stride=1, padding=1)
-        self.apply(init_swin_weights)
-
-    def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(nW, N, N) SW-MSA mask for a padded (H, W) map; one entry per scale is cached."""
-        key = (x_size, self.window_size, str(device))
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            if len(self._mask_cache) >= 6:                    # three scales, at most two input sizes
-                self._mask_cache.clear()
-            mask = shifted_window_mask(*x_size, self.window_size, self.window_size // 2, device=device)
-            self._mask_cache[key] = mask
-        return mask
+        self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve.
@@ -459,30 +290,8 @@ def checkpoint_filter_fn(state_dict: dict, model: HST) -> dict:
         TypeError: not a dict.
         ValueError: a checked index differs from the model's (other window_size), naming the key.
     """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"HST checkpoint_filter_fn: expected a dict, got {type(state_dict).__name__}")
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-            break
-    own = dict(model.named_buffers())
-    out = {}
-    for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        leaf = k.rsplit(".", 1)[-1]
-        if leaf in _SIZE_DEPENDENT:
-            continue
-        if leaf in _RECOMPUTED:
-            mine = own.get(k)
-            if mine is None:
-                raise ValueError(f"HST checkpoint_filter_fn: checkpoint key {k!r} has no counterpart in the model")
-            if mine.device.type != "meta" and (tuple(v.shape) != tuple(mine.shape)
-                                               or not torch.equal(v.to(mine.device, torch.int64), mine)):
-                raise ValueError(f"HST checkpoint_filter_fn: {k!r} {tuple(v.shape)} differs from the "
-                                 f"model's {tuple(mine.shape)} (different window_size?)")
-            continue
-        out[k] = v
-    return out
+    sd, _ = unwrap_state_dict(state_dict, "HST checkpoint_filter_fn")
+    return filter_recomputed(sd, model, "HST", _SIZE_DEPENDENT, _RECOMPUTED)
 
 
 def hst() -> HSTConfig:

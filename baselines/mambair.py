@@ -26,8 +26,6 @@ original pixel order.
 Differences from upstream, none of which changes a weight or a result:
     * ``mean`` is a non-persistent buffer (upstream: a plain tensor attribute; in
       neither state_dict);
-    * the parameter-free ``patch_embed`` / ``patch_unembed`` inside each RSSG are
-      inlined as flatten / view;
     * gradient checkpointing passes ``x_size`` (upstream's ``use_checkpoint`` path
       calls ``checkpoint(blk, x)`` and would fail);
     * the unused ``img_size``/``patch_size`` (patch size 1 only), the denoising (x1)
@@ -59,9 +57,24 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
+from mambacsr.layers import (
+    CAB,
+    DIV2K_RGB_MEAN,
+    BasicLayer,
+    ChannelAttention,
+    DropPath,
+    PatchEmbed,
+    ResidualGroup,
+    Upsample,
+    UpsampleOneStep,
+    init_weights,
+    is_pixelshuffle_scale,
+    linear_drop_path_rates,
+    residual_conv,
+    unwrap_state_dict,
+)
 from mambacsr.ops import selective_scan
 
 __all__ = [
@@ -79,7 +92,6 @@ __all__ = [
 ]
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
 K_DIRECTIONS = 4
 # SS2D initialisation constants (upstream SS2D defaults; MambaIR never overrides them).
 DT_MIN, DT_MAX, DT_INIT_FLOOR, DT_SCALE = 1e-3, 1e-1, 1e-4, 1.0
@@ -139,8 +151,7 @@ class MambaIRConfig:
             raise ValueError(f"{name}.upsampler={self.upsampler!r} is not one of {UPSAMPLERS}")
         if self.upscale < 1:
             raise ValueError(f"{name}.upscale={self.upscale} must be >= 1")
-        if self.upsampler == "pixelshuffle" and not (
-                self.upscale == 3 or (self.upscale >= 2 and self.upscale & (self.upscale - 1) == 0)):
+        if self.upsampler == "pixelshuffle" and not is_pixelshuffle_scale(self.upscale):
             raise ValueError(f"{name}.upscale={self.upscale}: 'pixelshuffle' supports 2^n and 3")
         if self.resi_connection not in ("1conv", "3conv"):
             raise ValueError(f"{name}.resi_connection={self.resi_connection!r} is not '1conv' or '3conv'")
@@ -160,29 +171,6 @@ class MambaIRConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth per sample (timm ``drop_path``, scale by 1/keep)."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
-
-
-class DropPath(nn.Module):
-    """Module form of :func:`drop_path` (no parameters)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.3f}"
 
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
@@ -225,59 +213,27 @@ def cross_merge(ys: torch.Tensor, h: int, w: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- blocks
 
 
-class ChannelAttention(nn.Module):
-    """RCAN channel attention: x * sigmoid(MLP(avgpool(x))). Keys ``attention.{1,3}``.
+class LightCAB(nn.Module):
+    """MambaIR's lightweight channel attention block (``is_light_sr``; keys ``cab.<i>``).
 
-    Args:
-        num_feat: channels.
-        squeeze_factor: hidden channels = num_feat // squeeze_factor.
-    """
-
-    def __init__(self, num_feat: int, squeeze_factor: int = 16) -> None:
-        super().__init__()
-        self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1, padding=0),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1, padding=0),
-            nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        return x * self.attention(x)
-
-
-class CAB(nn.Module):
-    """Channel attention block (keys ``cab.<i>``).
-
-    Classic: conv3x3 (C -> C/3), GELU, conv3x3 (-> C), channel attention.
-    Lightweight (``is_light_sr``): conv1x1 (C -> C/2), dw-conv3x3, GELU, conv1x1 (-> C),
-    dilated (2) dw-conv3x3, channel attention.
+    conv1x1 (C -> C/2), dw-conv3x3, GELU, conv1x1 (-> C), dilated (2) dw-conv3x3,
+    channel attention. The classic form is :class:`mambacsr.layers.CAB` with compress ratio 3.
 
     Args:
         num_feat: channels C.
-        is_light_sr: use the lightweight form.
         squeeze_factor: channel-attention reduction.
     """
 
-    def __init__(self, num_feat: int, is_light_sr: bool = False, squeeze_factor: int = 30) -> None:
+    def __init__(self, num_feat: int, squeeze_factor: int) -> None:
         super().__init__()
-        if is_light_sr:
-            mid = num_feat // 2
-            self.cab = nn.Sequential(
-                nn.Conv2d(num_feat, mid, 1, 1, 0),
-                nn.Conv2d(mid, mid, 3, 1, 1, groups=mid),
-                nn.GELU(),
-                nn.Conv2d(mid, num_feat, 1, 1, 0),
-                nn.Conv2d(num_feat, num_feat, 3, 1, padding=2, groups=num_feat, dilation=2),
-                ChannelAttention(num_feat, squeeze_factor))
-        else:
-            mid = num_feat // 3
-            self.cab = nn.Sequential(
-                nn.Conv2d(num_feat, mid, 3, 1, 1),
-                nn.GELU(),
-                nn.Conv2d(mid, num_feat, 3, 1, 1),
-                ChannelAttention(num_feat, squeeze_factor))
+        mid = num_feat // 2
+        self.cab = nn.Sequential(
+            nn.Conv2d(num_feat, mid, 1, 1, 0),
+            nn.Conv2d(mid, mid, 3, 1, 1, groups=mid),
+            nn.GELU(),
+            nn.Conv2d(mid, num_feat, 1, 1, 0),
+            nn.Conv2d(num_feat, num_feat, 3, 1, padding=2, groups=num_feat, dilation=2),
+            ChannelAttention(num_feat, squeeze_factor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -326,8 +282,6 @@ class SS2D(nn.Module):
         a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)
         self.A_logs = nn.Parameter(torch.log(a))                        # K*D, N (S4D-real)
         self.Ds = nn.Parameter(torch.ones(k * d_inner))                 # K*D
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
@@ -382,7 +336,7 @@ class VSSBlock(nn.Module):
         self.self_attention = SS2D(hidden_dim, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
         self.drop_path = DropPath(drop_path)
         self.skip_scale = nn.Parameter(torch.ones(hidden_dim))
-        self.conv_blk = CAB(hidden_dim, is_light_sr, squeeze_factor)
+        self.conv_blk = LightCAB(hidden_dim, squeeze_factor) if is_light_sr else CAB(hidden_dim, 3, squeeze_factor)
         self.ln_2 = nn.LayerNorm(hidden_dim)
         self.skip_scale2 = nn.Parameter(torch.ones(hidden_dim))
 
@@ -396,86 +350,6 @@ class VSSBlock(nn.Module):
         x = x * self.skip_scale + self.drop_path(self.self_attention(self.ln_1(x)))
         x = x * self.skip_scale2 + self._cab(self.ln_2(x))
         return x.reshape(b, length, c)
-
-
-class BasicLayer(nn.Module):
-    """The VSSBlocks of one RSSG (keys ``blocks.<j>``)."""
-
-    def __init__(self, dim: int, depth: int, drop_path: list[float], cfg: MambaIRConfig) -> None:
-        super().__init__()
-        self.use_checkpoint = cfg.use_checkpoint
-        self.blocks = nn.ModuleList([
-            VSSBlock(dim, drop_path[i], cfg.d_state, cfg.mlp_ratio, cfg.d_conv, cfg.dt_rank,
-                     cfg.is_light_sr, cfg.squeeze_factor)
-            for i in range(depth)])
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        """(B, L, C) -> (B, L, C)."""
-        for blk in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, use_reentrant=False)
-            else:
-                x = blk(x, x_size)
-        return x
-
-
-def _resi_conv(dim: int, kind: str) -> nn.Module:
-    """The conv closing an RSSG / the body: ``1conv`` or the lighter ``3conv`` stack."""
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    return nn.Sequential(
-        nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(dim // 4, dim, 3, 1, 1))
-
-
-class ResidualGroup(nn.Module):
-    """Residual state-space group (RSSG): tokens + patch_embed(conv(unembed(blocks(tokens))))."""
-
-    def __init__(self, dim: int, depth: int, drop_path: list[float], cfg: MambaIRConfig) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim, depth, drop_path, cfg)
-        self.conv = _resi_conv(dim, cfg.resi_connection)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        """(B, L, C) -> (B, L, C)."""
-        b, length, c = x.shape
-        y = self.residual_group(x, x_size).transpose(1, 2).reshape(b, c, *x_size)
-        return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H*W, C) tokens, optional LayerNorm (key ``norm``)."""
-
-    def __init__(self, embed_dim: int, norm: bool = True) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(embed_dim) if norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2).transpose(1, 2)
-        return self.norm(x) if self.norm is not None else x
-
-
-class Upsample(nn.Sequential):
-    """conv3x3 + PixelShuffle, log2(s) times for s = 2^n, once (x9) for s = 3. Keys ``<i>``."""
-
-    def __init__(self, scale: int, num_feat: int) -> None:
-        m: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                m += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            m += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"Upsample: scale {scale} is not supported (2^n and 3)")
-        super().__init__(*m)
-
-
-class UpsampleOneStep(nn.Sequential):
-    """Lightweight reconstruction: one conv3x3 to s^2 * out channels + PixelShuffle."""
-
-    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
-        super().__init__(nn.Conv2d(num_feat, scale * scale * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
 
 
 # ----------------------------------------------------------------------------- model
@@ -497,7 +371,7 @@ class MambaIR(nn.Module):
         self.upscale = cfg.upscale
         self.upsampler = cfg.upsampler
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if ch == 3 else (0.0,)
+        mean = DIV2K_RGB_MEAN if ch == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
 
         # 1. shallow features
@@ -505,14 +379,16 @@ class MambaIR(nn.Module):
         # 2. deep features
         self.patch_embed = PatchEmbed(c, norm=cfg.patch_norm)
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        total = sum(cfg.depths)
-        dpr = [cfg.drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]  # linspace
+        dpr = linear_drop_path_rates(cfg.drop_path_rate, sum(cfg.depths))
         self.layers = nn.ModuleList()
         for i, depth in enumerate(cfg.depths):
             start = sum(cfg.depths[:i])
-            self.layers.append(ResidualGroup(c, depth, dpr[start:start + depth], cfg))
+            blocks = BasicLayer([VSSBlock(c, dpr[start + j], cfg.d_state, cfg.mlp_ratio, cfg.d_conv, cfg.dt_rank,
+                                          cfg.is_light_sr, cfg.squeeze_factor) for j in range(depth)],
+                                cfg.use_checkpoint)
+            self.layers.append(ResidualGroup(blocks, c, cfg.resi_connection))  # upstream RSSG
         self.norm = nn.LayerNorm(c)
-        self.conv_after_body = _resi_conv(c, cfg.resi_connection)
+        self.conv_after_body = residual_conv(c, cfg.resi_connection)
         # 3. reconstruction
         if cfg.upsampler == "pixelshuffle":
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(c, cfg.num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
@@ -520,7 +396,7 @@ class MambaIR(nn.Module):
             self.conv_last = nn.Conv2d(cfg.num_feat, ch, 3, 1, 1)
         else:  # pixelshuffledirect
             self.upsample = UpsampleOneStep(cfg.upscale, c, ch)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -552,17 +428,6 @@ class MambaIR(nn.Module):
         return x / self.img_range + mean
 
 
-def _init_weights(m: nn.Module) -> None:
-    """Upstream init: Linear trunc-normal(0.02) with zero bias; LayerNorm (1, 0); the rest default."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 def checkpoint_filter_fn(state_dict: dict, model: MambaIR) -> dict:
     """Adapt an official MambaIR checkpoint to :class:`MambaIR` (then ``load_state_dict(strict=True)``).
 
@@ -581,16 +446,10 @@ def checkpoint_filter_fn(state_dict: dict, model: MambaIR) -> dict:
         TypeError: not a dict.
         ValueError: a key's shape differs from the model's (other config), naming the key.
     """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"MambaIR checkpoint_filter_fn: expected a dict, got {type(state_dict).__name__}")
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
+    state_dict, _ = unwrap_state_dict(state_dict, "MambaIR checkpoint_filter_fn")
     own = model.state_dict()
     out = {}
     for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
         if k == "mean":
             continue
         if k in own and tuple(v.shape) != tuple(own[k].shape):

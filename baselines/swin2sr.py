@@ -48,27 +48,31 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from baselines._swin_common import (
-    DropPath,
-    Mlp,
-    PatchUnEmbed,
-    Upsample,
-    UpsampleOneStep,
+    ShiftMaskCache,
     filter_recomputed,
-    init_swin_weights,
-    linear_drop_path_rates,
-    pad_to_multiple,
     relative_position_index,
-    residual_conv,
-    shifted_window_mask,
-    unwrap_checkpoint,
+    shifted_window_attention,
     validate_swin_config,
     window_attention,
-    window_partition,
-    window_reverse,
+)
+from mambacsr.layers import (
+    DIV2K_RGB_MEAN,
+    BasicLayer,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchUnEmbed,
+    ResidualGroup,
+    Upsample,
+    UpsampleOneStep,
+    init_weights,
+    linear_drop_path_rates,
+    pad_to_multiple,
+    residual_conv,
+    unwrap_state_dict,
 )
 
 __all__ = [
@@ -82,7 +86,6 @@ __all__ = [
 ]
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffle_aux", "pixelshuffledirect", "nearest+conv")
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # SwinV2 clamps exp(logit_scale) at 100
 
 
@@ -246,23 +249,14 @@ class SwinTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop,
                                     cpb_hidden=cpb_hidden)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def _attn(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        h, w = x_size
         b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = x.reshape(b, h, w, c)
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        win = window_partition(x, ws).view(-1, ws * ws, c)                    # B*nW, N, C
-        win = self.attn(win, mask=mask if s > 0 else None)
-        x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)                 # B, H, W, C
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x.reshape(b, h * w, c)
+        x = shifted_window_attention(x.reshape(b, *x_size, c), self.window_size, self.shift_size, self.attn, mask)
+        return x.reshape(b, -1, c)
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H*W, C); x_size (H, W); mask: (nW, N, N) shift mask -> (B, H*W, C)."""
@@ -271,64 +265,12 @@ class SwinTransformerBlock(nn.Module):
         return x
 
 
-class BasicLayer(nn.Module):
-    """``depth`` SwinV2 blocks alternating W-MSA / SW-MSA (upstream ``residual_group``)."""
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool,
-                 cpb_hidden: int) -> None:
-        super().__init__()
-        self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio, qkv_bias, drop, drop_path[i], cpb_hidden)
-            for i in range(depth)])
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, mask, use_reentrant=False)
-            else:
-                x = blk(x, x_size, mask)
-        return x
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> 1x1 conv ``proj`` -> (B, H*W, C) tokens -> optional LayerNorm ``norm``.
-
-    Swin2SR's patch embedding (patch size 1); unlike SwinIR's it has a projection.
-    """
-
-    def __init__(self, embed_dim: int, norm: bool) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(embed_dim, embed_dim, kernel_size=1, stride=1)
-        self.norm = nn.LayerNorm(embed_dim) if norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x).flatten(2).transpose(1, 2)                           # B, H*W, C
-        return self.norm(x) if self.norm is not None else x
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer Block: tokens -> blocks -> conv -> proj -> + tokens.
-
-    Keys ``residual_group.blocks.<i>.*``, ``conv.*``, ``patch_embed.proj.*`` as upstream.
-    """
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool,
-                 resi_connection: str, cpb_hidden: int) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop,
-                                         drop_path, use_checkpoint, cpb_hidden)
-        self.conv = residual_conv(dim, resi_connection)
-        self.patch_embed = PatchEmbed(dim, norm=False)
-        self.patch_unembed = PatchUnEmbed()
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        y = self.patch_unembed(self.residual_group(x, x_size, mask), x_size)   # B, C, H, W
-        return self.patch_embed(self.conv(y)) + x
+def swin2sr_blocks(dim: int, depth: int, num_heads: int, cfg: Swin2SRConfig, drop_path: list[float]) -> BasicLayer:
+    """``depth`` SwinV2 blocks alternating W-MSA / SW-MSA (upstream ``residual_group``; keys ``blocks.<i>``)."""
+    ws = cfg.window_size
+    return BasicLayer([SwinTransformerBlock(dim, num_heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.mlp_ratio,
+                                            cfg.qkv_bias, cfg.drop_rate, drop_path[i], cfg.cpb_hidden)
+                       for i in range(depth)], cfg.use_checkpoint)
 
 
 class Swin2SR(nn.Module):
@@ -346,23 +288,22 @@ class Swin2SR(nn.Module):
         self.upsampler = cfg.upsampler
         self.window_size = cfg.window_size
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if ch == 3 else (0.0,)
+        mean = DIV2K_RGB_MEAN if ch == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self.shift_mask = ShiftMaskCache(cfg.window_size, cfg.window_size // 2)
 
         # 1. shallow features
         self.conv_first = nn.Conv2d(ch, c, 3, 1, 1)
         # 2. deep features
-        self.patch_embed = PatchEmbed(c, norm=cfg.patch_norm)
+        self.patch_embed = PatchEmbed(c, norm=cfg.patch_norm, proj=True)
         self.patch_unembed = PatchUnEmbed()
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         dpr = linear_drop_path_rates(cfg.drop_path_rate, sum(cfg.depths))
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
             start = sum(cfg.depths[:i])
-            self.layers.append(RSTB(c, depth, heads, cfg.window_size, cfg.mlp_ratio, cfg.qkv_bias,
-                                    cfg.drop_rate, dpr[start:start + depth], cfg.use_checkpoint,
-                                    cfg.resi_connection, cfg.cpb_hidden))
+            blocks = swin2sr_blocks(c, depth, heads, cfg, dpr[start:start + depth])
+            self.layers.append(ResidualGroup(blocks, c, cfg.resi_connection, proj=True))
         self.norm = nn.LayerNorm(c)
         self.conv_after_body = residual_conv(c, cfg.resi_connection)
         # 3. reconstruction
@@ -386,15 +327,7 @@ class Swin2SR(nn.Module):
             self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
             self.conv_last = nn.Conv2d(nf, ch, 3, 1, 1)
             self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-        self.apply(init_swin_weights)
-
-    def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(nW, N, N) SW-MSA mask for a padded (H, W) map; the last one is cached."""
-        key = (x_size, self.window_size, str(device))
-        if self._mask_cache is None or self._mask_cache[0] != key:
-            mask = shifted_window_mask(*x_size, self.window_size, self.window_size // 2, device=device)
-            self._mask_cache = (key, mask)
-        return self._mask_cache[1]
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W), H and W multiples of ws -> (B, C, H, W)."""
@@ -481,7 +414,7 @@ def checkpoint_filter_fn(state_dict: dict, model: Swin2SR) -> dict:
     Returns:
         A plain ``{key: tensor}`` dict matching ``model.state_dict()``.
     """
-    sd = unwrap_checkpoint(state_dict, "Swin2SR")
+    sd, _ = unwrap_state_dict(state_dict, "Swin2SR checkpoint_filter_fn")
     return filter_recomputed(sd, model, "Swin2SR", _SIZE_DEPENDENT, _RECOMPUTED)
 
 

@@ -40,28 +40,27 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from baselines._swin_common import (
-    DropPath,
-    Mlp,
+    ShiftMaskCache,
+    SwinTransformerBlock,
+    filter_recomputed,
+    validate_swin_config,
+)
+from mambacsr.layers import (
+    DIV2K_RGB_MEAN,
+    BasicLayer,
     PatchEmbed,
     PatchUnEmbed,
+    ResidualGroup,
     Upsample,
     UpsampleOneStep,
-    filter_recomputed,
-    init_swin_weights,
+    init_weights,
     linear_drop_path_rates,
     pad_to_multiple,
-    relative_position_index,
     residual_conv,
-    shifted_window_mask,
-    unwrap_checkpoint,
-    validate_swin_config,
-    window_attention,
-    window_partition,
-    window_reverse,
+    unwrap_state_dict,
 )
 
 __all__ = [
@@ -75,7 +74,6 @@ __all__ = [
 ]
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
-RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean upstream subtracts
 
 
 @dataclass(frozen=True)
@@ -131,139 +129,16 @@ class SwinIRConfig:
             raise ValueError(f"SwinIRConfig.upscale={self.upscale}: 'nearest+conv' supports 2 and 4")
 
 
-class WindowAttention(nn.Module):
-    """W-MSA with a learned relative position bias table (Swin v1).
+def swin_blocks(dim: int, depth: int, num_heads: int, cfg: SwinIRConfig, drop_path: list[float]) -> BasicLayer:
+    """``depth`` Swin v1 blocks alternating W-MSA / SW-MSA (upstream ``residual_group``; keys ``blocks.<i>``).
 
-    Args:
-        dim: channels C.
-        window_size: ws.
-        num_heads: nH.
-        qkv_bias: bias on ``qkv``.
-        proj_drop: dropout after ``proj``.
+    ``cfg`` supplies ``window_size, mlp_ratio, qkv_bias, drop_rate, use_checkpoint``
+    (an :class:`SwinIRConfig` or HST's config).
     """
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))          # (2ws-1)^2, nH
-        self.register_buffer("relative_position_index",
-                             relative_position_index(window_size, window_size), persistent=False)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def relative_position_bias(self) -> torch.Tensor:
-        """(nH, N, N) bias, N = ws*ws."""
-        n = self.window_size * self.window_size
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
-        return bias.permute(2, 0, 1)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B*nW, N, C); mask: (nW, N, N) or None -> (B*nW, N, C)."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                          # B*nW, nH, N, d
-        x = window_attention(q, k, v, bias=self.relative_position_bias(), mask=mask)
-        x = x.transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(x))
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
-
-
-class SwinTransformerBlock(nn.Module):
-    """Pre-norm Swin block: x + attn(norm1(x)), then x + mlp(norm2(x)); shift on odd blocks.
-
-    Args:
-        dim: channels C.
-        num_heads: nH.
-        window_size: ws.
-        shift_size: 0 (W-MSA) or ws // 2 (SW-MSA).
-        mlp_ratio: MLP hidden / C.
-        qkv_bias: bias on qkv.
-        drop: dropout rate.
-        drop_path: stochastic depth rate of this block.
-    """
-
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: float) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias=qkv_bias, proj_drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def _attn(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        h, w = x_size
-        b, _, c = x.shape
-        ws, s = self.window_size, self.shift_size
-        x = x.reshape(b, h, w, c)
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        win = window_partition(x, ws).view(-1, ws * ws, c)               # B*nW, N, C
-        win = self.attn(win, mask=mask if s > 0 else None)
-        x = window_reverse(win.view(-1, ws, ws, c), ws, h, w)            # B, H, W, C
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        return x.reshape(b, h * w, c)
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C); x_size (H, W); mask: (nW, N, N) shift mask -> (B, H*W, C)."""
-        x = x + self.drop_path(self._attn(self.norm1(x), x_size, mask))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
-
-
-class BasicLayer(nn.Module):
-    """``depth`` Swin blocks alternating W-MSA / SW-MSA (upstream ``residual_group``)."""
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool) -> None:
-        super().__init__()
-        self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio, qkv_bias, drop, drop_path[i])
-            for i in range(depth)])
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, x_size, mask, use_reentrant=False)
-            else:
-                x = blk(x, x_size, mask)
-        return x
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer Block: tokens -> blocks -> conv -> + tokens.
-
-    Keys ``residual_group.blocks.<i>.*``, ``conv.*`` as upstream (its
-    ``patch_embed``/``patch_unembed`` here have no parameters).
-    """
-
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, drop_path: list[float], use_checkpoint: bool,
-                 resi_connection: str) -> None:
-        super().__init__()
-        self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop,
-                                         drop_path, use_checkpoint)
-        self.conv = residual_conv(dim, resi_connection)
-        self.patch_embed = PatchEmbed(dim, norm=False)
-        self.patch_unembed = PatchUnEmbed()
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C) -> (B, H*W, C)."""
-        y = self.patch_unembed(self.residual_group(x, x_size, mask), x_size)   # B, C, H, W
-        return self.patch_embed(self.conv(y)) + x
+    ws = cfg.window_size
+    return BasicLayer([SwinTransformerBlock(dim, num_heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.mlp_ratio,
+                                            cfg.qkv_bias, cfg.drop_rate, drop_path[i]) for i in range(depth)],
+                      cfg.use_checkpoint)
 
 
 class SwinIR(nn.Module):
@@ -281,9 +156,9 @@ class SwinIR(nn.Module):
         self.upsampler = cfg.upsampler
         self.window_size = cfg.window_size
         self.img_range = cfg.img_range
-        mean = RGB_MEAN if ch == 3 else (0.0,)
+        mean = DIV2K_RGB_MEAN if ch == 3 else (0.0,)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self.shift_mask = ShiftMaskCache(cfg.window_size, cfg.window_size // 2)
 
         # 1. shallow features
         self.conv_first = nn.Conv2d(ch, c, 3, 1, 1)
@@ -295,9 +170,8 @@ class SwinIR(nn.Module):
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
             start = sum(cfg.depths[:i])
-            self.layers.append(RSTB(c, depth, heads, cfg.window_size, cfg.mlp_ratio, cfg.qkv_bias,
-                                    cfg.drop_rate, dpr[start:start + depth], cfg.use_checkpoint,
-                                    cfg.resi_connection))
+            blocks = swin_blocks(c, depth, heads, cfg, dpr[start:start + depth])
+            self.layers.append(ResidualGroup(blocks, c, cfg.resi_connection))
         self.norm = nn.LayerNorm(c)
         self.conv_after_body = residual_conv(c, cfg.resi_connection)
         # 3. reconstruction
@@ -315,15 +189,7 @@ class SwinIR(nn.Module):
             self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
             self.conv_last = nn.Conv2d(nf, ch, 3, 1, 1)
             self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-        self.apply(init_swin_weights)
-
-    def shift_mask(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(nW, N, N) SW-MSA mask for a padded (H, W) map; the last one is cached."""
-        key = (x_size, self.window_size, str(device))
-        if self._mask_cache is None or self._mask_cache[0] != key:
-            mask = shifted_window_mask(*x_size, self.window_size, self.window_size // 2, device=device)
-            self._mask_cache = (key, mask)
-        return self._mask_cache[1]
+        self.apply(init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W), H and W multiples of ws -> (B, C, H, W)."""
@@ -385,7 +251,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinIR) -> dict:
     Returns:
         A plain ``{key: tensor}`` dict matching ``model.state_dict()``.
     """
-    sd = unwrap_checkpoint(state_dict, "SwinIR")
+    sd, _ = unwrap_state_dict(state_dict, "SwinIR checkpoint_filter_fn")
     return filter_recomputed(sd, model, "SwinIR", _SIZE_DEPENDENT, _RECOMPUTED)
 
 

@@ -74,7 +74,7 @@ def test_fused_attention_matches_reference(monkeypatch):
     x = torch.rand(1, 3, 12, 9)
     with torch.no_grad():
         fused = model(x)
-        monkeypatch.setattr(hst, "window_attention", _swin_common.window_attention_ref)
+        monkeypatch.setattr(_swin_common, "window_attention", _swin_common.window_attention_ref)
         ref = model(x)
     torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5)
 
@@ -153,7 +153,7 @@ def _upstream_mask(h: int, w: int, ws: int, s: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("hw", [(8, 24), (24, 8), (16, 16)])
 def test_shift_mask_matches_upstream(hw):
-    torch.testing.assert_close(hst.shifted_window_mask(*hw, 8, 4), _upstream_mask(*hw, 8, 4), rtol=0, atol=0)
+    torch.testing.assert_close(_swin_common.shifted_window_mask(*hw, 8, 4), _upstream_mask(*hw, 8, 4), rtol=0, atol=0)
 
 
 def _as_upstream_checkpoint(model: HST) -> dict:
@@ -161,9 +161,9 @@ def _as_upstream_checkpoint(model: HST) -> dict:
     ws = model.cfg.window_size
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     for name, mod in model.named_modules():
-        if isinstance(mod, hst.WindowAttention):
+        if isinstance(mod, _swin_common.WindowAttention):
             sd[f"{name}.relative_position_index"] = _swin_common.relative_position_index(ws, ws)
-        if isinstance(mod, hst.SwinTransformerBlock) and mod.shift_size > 0:
+        if isinstance(mod, _swin_common.SwinTransformerBlock) and mod.shift_size > 0:
             sd[f"{name}.attn_mask"] = _upstream_mask(8, 8, ws, mod.shift_size)
     return sd
 

@@ -9,7 +9,7 @@ import torch
 
 import mambacsr.model as mm
 from mambacsr import VARIANTS, MambaCSR, MambaCSRConfig, checkpoint_filter_fn, smoke
-from mambacsr.model import _pad_mirror
+from mambacsr.layers import pad_symmetric
 from mambacsr.ops import selective_scan_ref
 
 # Raw SSM parameters a K=2 -> K=4 block gains: x_proj (44x360), dt_projs (360x12 + 360), A (360x16), D (360).
@@ -222,7 +222,7 @@ def test_cross_model_mirror_pads_like_official_test():
     x = torch.rand(1, 3, 13, 11)
     padded = torch.cat([x, x.flip(2)], 2)[:, :, :16]
     padded = torch.cat([padded, padded.flip(3)], 3)[:, :, :, :16]
-    assert torch.equal(_pad_mirror(x, 16), padded)
+    assert torch.equal(pad_symmetric(x, 16), padded)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(padded)[..., :52, :44], rtol=0, atol=1e-6)
 
@@ -237,3 +237,78 @@ def test_bad_input_raises():
         replace(mm.mambacsr(), directions=(("zigzag",),))
     with pytest.raises(TypeError, match="MambaCSRConfig"):
         MambaCSR({"embed_dim": 180})
+
+
+# ---- packed padding (issue 20.10): w64 on small maps scans its zero-padding as one step per run ----
+
+
+@pytest.mark.parametrize("name, H, W", [("w64", 16, 16), ("c_w64_flip", 16, 16), ("w8", 13, 11), ("c_w16", 20, 9)])
+def test_packed_scan_order_keeps_real_tokens_and_counts_runs(name, H, W):
+    order = mm.scan_order(name, H, W)
+    packed = mm.packed_scan_order(name, H, W)
+    x = torch.randn(1, 2, H, W)
+    padded = mm.scan(x, order)[0, 0]                                 # (L,) zeros at padded tokens
+    real = mm.unscan(torch.arange(order.length, dtype=torch.float32).view(1, 1, -1), order, H, W).flatten().long()
+    seq = packed.scan(x)[0, 0]
+    assert torch.equal(seq[packed.run == 0], padded[real.sort().values])          # real tokens, same order
+    assert torch.equal(seq[packed.run > 0], torch.zeros(int((packed.run > 0).sum())))
+    first, last = int(real.min()), int(real.max())
+    assert int(packed.run.sum()) + H * W == last - first + 1                      # inner runs all counted
+    assert torch.equal(packed.unscan(packed.scan(x)), x)
+    assert packed.length < order.length
+
+
+def test_packed_scan_order_without_padding_is_the_plain_order():
+    assert mm.packed_scan_order("w8", 16, 24) is mm.scan_order("w8", 16, 24)
+
+
+def test_padding_run_dt_decays_like_the_run():
+    bias = torch.tensor([[-6.9, -2.3, 1.0, 4.0]])
+    run = torch.tensor([[1.0, 48.0, 1000.0]])
+    dt = mm.padding_run_dt(bias, run)                                            # (1, 4, 3)
+    torch.testing.assert_close(torch.nn.functional.softplus(dt + bias[:, :, None]),
+                               run[:, None, :] * torch.nn.functional.softplus(bias)[:, :, None], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("fn, hw", [(mm.mambacsr, (13, 11)), (mm.mambacsr_wo_cross, (13, 11))])
+def test_packed_padding_equals_scanning_the_padding(monkeypatch, fn, hw):
+    """Output and every gradient equal the padded scan's (w16 on the 8x8 half-resolution map, w8/w16 on 13x11)."""
+    model = _smoke_model(fn).train()
+    for m in model.modules():
+        if isinstance(m, mm.DropPath):
+            m.p = 0.0
+    x = torch.rand(2, 3, *hw)
+
+    def run():
+        model.zero_grad()
+        y = model(x)
+        y.square().mean().backward()
+        return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    y_packed, g_packed = run()
+    monkeypatch.setattr(mm, "PACK_PADDING", False)
+    y_padded, g_padded = run()
+    torch.testing.assert_close(y_packed, y_padded, rtol=1e-5, atol=1e-6)
+    for name, g in g_padded.items():
+        torch.testing.assert_close(g_packed[name], g, rtol=1e-4, atol=1e-4 * float(g.abs().max()) + 1e-9,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("directions", [("w16", "c_w16_flip"), ("c_w16", "w16_flip")])
+def test_packed_padding_in_one_block(monkeypatch, directions):
+    """One SS2D on an 8 x 6 map with 16-windows (58 of 64 tokens padding): output, input and dt-bias
+    gradients equal the padded scan's; one padded token per run instead of the run's length would be off by ~1e-3."""
+    torch.manual_seed(0)
+    ss = mm.LocalWindowSS2D(smoke(mm.mambacsr()), directions)
+    x = torch.randn(2, 8, 6, ss.in_proj.in_features, requires_grad=True)
+
+    def run():
+        y = ss(x)
+        gx, gb = torch.autograd.grad(y.square().sum(), [x, ss.dt_projs_bias])
+        return y.detach(), gx, gb
+
+    packed = run()
+    monkeypatch.setattr(mm, "PACK_PADDING", False)
+    padded = run()
+    for a, b in zip(packed, padded):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))

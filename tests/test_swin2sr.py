@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from baselines import _swin_common as common
+from mambacsr import layers
 from baselines import swin2sr as m
 
 VARIANTS = {
@@ -179,7 +180,7 @@ def test_aux_head_equals_model_on_padded_input_cropped() -> None:
     # forward(x) must equal forward(reflect-pad(x)) cropped: the official test-script pipeline
     model = _build(m.smoke(m.swin2sr_compressed_x4())).eval()
     x = torch.rand(1, 3, 13, 11)
-    xp = common.pad_to_multiple(x, model.window_size)
+    xp = layers.pad_to_multiple(x, model.window_size)
     with torch.no_grad():
         y, aux = model.forward_with_aux(x)
         yp, auxp = model.forward_with_aux(xp)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from baselines import _swin_common as common
+from mambacsr import layers
 from baselines import swinir as m
 
 VARIANTS = {
@@ -126,7 +127,7 @@ def test_fused_attention_matches_reference_in_model(monkeypatch: pytest.MonkeyPa
     x = torch.rand(2, 3, 13, 11)
     with torch.no_grad():
         fused = model(x)
-        monkeypatch.setattr(m, "window_attention", common.window_attention_ref)
+        monkeypatch.setattr(common, "window_attention", common.window_attention_ref)
         ref = model(x)
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
 
@@ -136,9 +137,9 @@ def _upstream_like_checkpoint(model: m.SwinIR) -> dict:
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     ws = model.cfg.window_size
     for name, mod in model.named_modules():
-        if isinstance(mod, m.WindowAttention):
+        if isinstance(mod, common.WindowAttention):
             sd[f"{name}.relative_position_index"] = common.relative_position_index(ws, ws)
-        if isinstance(mod, m.SwinTransformerBlock) and mod.shift_size > 0:
+        if isinstance(mod, common.SwinTransformerBlock) and mod.shift_size > 0:
             img = model.cfg.img_size
             sd[f"{name}.attn_mask"] = common.shifted_window_mask(img, img, ws, ws // 2)
     return sd
@@ -235,15 +236,15 @@ def test_window_attention_fused_matches_ref_with_grads(with_mask: bool) -> None:
 
 def test_pad_to_multiple_reflect_and_tiny() -> None:
     x = torch.arange(6.0).view(1, 1, 2, 3)
-    y = common.pad_to_multiple(x, 4)
+    y = layers.pad_to_multiple(x, 4)
     assert y.shape == (1, 1, 4, 4)
     assert torch.equal(y, torch.nn.functional.pad(x, (0, 1, 0, 0), mode="reflect")[..., [0, 1, 0, 1], :])
     x = torch.rand(1, 3, 5, 7)
-    assert torch.equal(common.pad_to_multiple(x, 8)[..., :5, :7], x)
-    assert torch.equal(common.pad_to_multiple(x, 4), torch.nn.functional.pad(x, (0, 1, 0, 3), mode="reflect"))
-    assert common.pad_to_multiple(torch.rand(1, 3, 1, 1), 8).shape == (1, 3, 8, 8)
+    assert torch.equal(layers.pad_to_multiple(x, 8)[..., :5, :7], x)
+    assert torch.equal(layers.pad_to_multiple(x, 4), torch.nn.functional.pad(x, (0, 1, 0, 3), mode="reflect"))
+    assert layers.pad_to_multiple(torch.rand(1, 3, 1, 1), 8).shape == (1, 3, 8, 8)
 
 
 def test_linear_drop_path_rates_match_linspace() -> None:
-    assert common.linear_drop_path_rates(0.1, 36) == pytest.approx(torch.linspace(0, 0.1, 36).tolist())
-    assert common.linear_drop_path_rates(0.1, 1) == [0.0]
+    assert layers.linear_drop_path_rates(0.1, 36) == pytest.approx(torch.linspace(0, 0.1, 36).tolist())
+    assert layers.linear_drop_path_rates(0.1, 1) == [0.0]
