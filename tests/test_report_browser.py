@@ -45,8 +45,7 @@ def test_console_check_catches_errors(tmp_path):
 
 def test_report_renders_in_chromium(fixture_tree, tmp_path):
     cfg, results, data, models = fixture_tree
-    page = render.run(cfg, results, data, results / "report" / "index.html", checkpoints=models,
-                      build="test_report:build_standin")
+    page = render.run(cfg, results, data, results / "report" / "index.html")
     dom = chromium(page, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert console_problems(dom.stderr) == []
