@@ -50,14 +50,12 @@ from torch import nn
 from harness.checkpoint import CheckpointError, file_sha256, load_checkpoint
 
 __all__ = ["Release", "releases", "release_of", "load_released", "detect_architecture", "check_sha256",
-           "evaluate_weights", "run", "STATUS_NAME", "CONTAINER_KEYS"]
+           "evaluate_weights", "run", "STATUS_NAME"]
 
 log = logging.getLogger(__name__)
 
 #: One line per stage run: scored / skipped (and where to download), so the stage always has an output.
 STATUS_NAME = "status.txt"
-#: Keys under which official checkpoints keep their weights, in the order the model filters prefer them.
-CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
 
 
 # ----------------------------------------------------------------------------- release records
@@ -170,10 +168,9 @@ def _filtered_for(candidate: str, raw: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _unwrapped(raw: dict) -> tuple[dict, str | None]:
-    """Weights (unwrapped by the shared helper the model filters use) and the container key that held them."""
-    from baselines._swin_common import unwrap_checkpoint
-    key = next((k for k in CONTAINER_KEYS if isinstance(raw.get(k), dict)), None)
-    return unwrap_checkpoint(raw, "checkpoint"), key
+    """Weights and the container key that held them, by the one helper every model filter uses."""
+    from mambacsr.layers import unwrap_state_dict
+    return unwrap_state_dict(raw, "checkpoint")
 
 
 def detect_architecture(raw: dict) -> list[tuple[str, float]]:
