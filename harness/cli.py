@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file or folder")
     sp.add_argument("--dataset", action="append", help="test dataset (repeatable; default: params data.test)")
     sp.add_argument("--out", type=Path, default=None, help="metrics JSON (default: results/metrics/<model>/...json)")
+    sp.add_argument("--visual", type=Path, default=None,
+                    help="folder of the report's visual crops (default: results/visual/<model>/x<s>_<codec>_<level>)")
     sp.add_argument("--weights", type=Path, default=None,
                     help="a released (official) checkpoint file instead of our final.pt: bare state dict, "
                          "BasicSR params / params_ema, module. prefixes (default out: "
@@ -262,9 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, help="the model of a params `released` entry")
     sp.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
     sp.add_argument("--out", type=Path, default=None, help="folder (default: results/metrics/<model>_released)")
-
-    sp.add_argument("--visual", type=Path, default=None,
-                    help="folder of the report's visual crops (default: results/visual/<model>/x<s>_<codec>_<level>)")
 
     sp = add("complexity", _complexity, "params and MACs (fvcore with the scan; the paper's method), latency, memory")
     sp.add_argument("--model", action="append", help="model (repeatable; default: params runs.models)")
