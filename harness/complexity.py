@@ -99,6 +99,7 @@ from harness.provenance import write_json
 __all__ = [
     "run", "count_model", "true_params", "scan_macs", "scan_macs_9bldn", "scan_flop_handle",
     "sdpa_flop_handle", "thop_count", "ThopHooks", "measure_in_subprocess", "UNSUPPORTED_OP_REASONS", "family_of",
+    "rss_kib", "reset_rss_peak",
 ]
 
 log = logging.getLogger("csrbench.complexity")
@@ -612,7 +613,8 @@ def _resolve(spec: str) -> Callable[[str], nn.Module]:
     return getattr(importlib.import_module(mod_name), attr)
 
 
-def _rss_kib(field: str) -> int | None:
+def rss_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field in KiB (``VmRSS``, ``VmHWM``), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -622,7 +624,8 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_rss_peak() -> bool:
+    """Reset this process's ``VmHWM`` through ``/proc/self/clear_refs`` (Linux >= 4.0); False if it cannot."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -646,8 +649,8 @@ def _measure_here(spec: str, name: str, size: int, repeats: int, device: str, th
             torch.cuda.reset_peak_memory_stats(dev)
             before = torch.cuda.memory_allocated(dev)
             method = "torch.cuda.max_memory_allocated - memory_allocated before the forward"
-        elif _reset_hwm():
-            before = (_rss_kib("VmRSS") or 0) * 1024
+        elif reset_rss_peak():
+            before = (rss_kib("VmRSS") or 0) * 1024
             method = "VmHWM - VmRSS (/proc/self/status, high-water mark reset via /proc/self/clear_refs)"
         else:
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -663,7 +666,7 @@ def _measure_here(spec: str, name: str, size: int, repeats: int, device: str, th
         if dev.type == "cuda":
             peak = torch.cuda.max_memory_allocated(dev) - before
         elif method.startswith("VmHWM"):
-            peak = (_rss_kib("VmHWM") or 0) * 1024 - before
+            peak = (rss_kib("VmHWM") or 0) * 1024 - before
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     backend = importlib.import_module("mambacsr.ops.selective_scan").current_backend(dev)

@@ -65,13 +65,7 @@ def import_stage(module: str) -> ModuleType:
         MissingDependencyError: names the package and the pip command.
         ImportError: anything else (a missing or broken project module is a bug: not disguised).
     """
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        err = _missing(e, module)
-        if err is None:
-            raise
-        raise err from e
+    return require(module, module)
 
 
 def require(import_name: str, needed_by: str) -> ModuleType:

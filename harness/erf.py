@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from harness.checkpoint import load_checkpoint
+from harness.complexity import reset_rss_peak, rss_kib
 from harness.provenance import write_bytes, write_json
 
 __all__ = ["run", "erf_map", "area_ratio", "normalise", "load_crops", "load_weights", "checkpointed_blocks",
@@ -145,13 +146,8 @@ def erf_map(model: nn.Module, crops: Sequence[torch.Tensor], mode: Literal["abs"
 
 def peak_rss_bytes() -> int | None:
     """This process's peak resident memory so far (``VmHWM`` of ``/proc/self/status``), or None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    kib = rss_kib("VmHWM")
+    return None if kib is None else kib * 1024
 
 
 def centre_of(shape: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -321,11 +317,7 @@ def _reset_peak(dev: torch.device) -> bool:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         return True
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    return reset_rss_peak()
 
 
 def _peak(dev: torch.device, reset: bool) -> dict[str, Any]:
