@@ -295,6 +295,10 @@ def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, ou
     names = list(datasets) if datasets else list(cfg.data.test)
     results = score_network(net, model, names, degradation, scale, Path(data), tile, overlap, ev.self_ensemble,
                             border, device)
+    if visual is not None:
+        from harness.visual import save_crops
+        save_crops(cfg, net, model, names[0], degradation, scale, Path(data), device, Path(visual),
+                   extra={"iterations": int(final["iterations"])})
 
     backend = scan_backend(device)
     tile_info = {"size": tile, "overlap": overlap, "blend": TILE_BLEND}
