@@ -37,6 +37,7 @@ def test_cli_runs_the_training_loop_on_cpu_and_writes_the_schema(tmp_path):
     assert d["benchmark"] == "train" and d["complete"] is True and d["device"] == "cpu"
     assert d["settings"]["smoke"] is True and d["settings"]["precisions"] == ["fp32"]  # no bf16 default on CPU
     assert d["settings"]["batch_size_requested"] == 2 and d["settings"]["patch_size"] == 8
+    assert d["settings"]["isolated_processes"] is True  # CPU default: one fresh process per case
     assert d["context"]["official_estimate"]["h100_hours"] == [150, 200]
     r = d["results"]["swinir_smoke"]["fp32"]
     assert CASE_KEYS <= set(r), set(r)
@@ -79,10 +80,9 @@ def test_out_of_memory_halves_the_batch_and_records_it(tmp_path, monkeypatch):
         return real(model, batch, *args)
 
     monkeypatch.setattr(bench, "_bare", bare)
-    rc, d = _bench(tmp_path, "--model", "swinir_smoke", "--iterations", "1", "--warmup", "0",
-                   "--batch-size", "4", "--patch-size", "8")
-    assert rc == 0
-    r = d["results"]["swinir_smoke"]["fp32"]
+    path = bench.run(tmp_path / "t.json", "cpu", models=["swinir_smoke"], batch_size=4, patch_size=8, iterations=1,
+                     warmup=0, isolate=False)  # in this process, where the patch holds
+    r = json.loads(path.read_text())["results"]["swinir_smoke"]["fp32"]
     assert r["batch_size"] == 1
     assert [o["batch_size"] for o in r["oom_batches"]] == [4, 2]
     assert "OutOfMemoryError" in r["oom_batches"][0]["error"]
@@ -118,7 +118,7 @@ def test_one_failing_case_is_recorded_and_the_others_run(tmp_path, monkeypatch):
         return {"batch_size": 1, "harness": {"s_per_it": 1.0}, "overhead": 0.05, "projected_hours_300k": 300_000 / 3600}
 
     monkeypatch.setattr(bench, "_case", case)
-    path = bench.run(tmp_path / "t.json", "cpu", models=["hst_smoke", "swinir_smoke"], iterations=1)
+    path = bench.run(tmp_path / "t.json", "cpu", models=["hst_smoke", "swinir_smoke"], iterations=1, isolate=False)
     d = json.loads(path.read_text())
     assert d["results"]["hst_smoke"]["fp32"]["error"] == "ValueError: hst_smoke broke"
     assert d["results"]["swinir_smoke"]["fp32"]["overhead"] == 0.05

@@ -21,7 +21,8 @@ paper recipe's EMA update (one ``lerp`` over the weights), which the bare loop h
 
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` over the harness run (reset before it); on CPU the
 process's peak resident set (VmHWM after ``/proc/self/clear_refs`` reset it to the RSS before the run), with
-the RSS before the run beside it.
+the RSS before the run beside it. On the CPU each case runs in a fresh process (``isolate``): a process that
+ran an earlier model keeps that model's freed heap resident, and the next model's peak hides inside it.
 
 Out of memory: a case that raises an out-of-memory error (``torch.cuda.OutOfMemoryError``, or a CPU
 allocator failure) is retried at half the batch until it fits; the JSON records every batch tried and
@@ -41,9 +42,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import gc
+import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -287,12 +291,30 @@ def _case(model: str, precision: str, batch: int, patch: int, iterations: int, w
     return res
 
 
+def _case_in_subprocess(model: str, precision: str, batch: int, patch: int, iterations: int,
+                        warmup: int) -> dict[str, Any]:
+    """:func:`_case` on the CPU in a fresh process, so its peak RSS is this case's alone (a process that ran
+    an earlier model keeps that model's freed heap resident, which hides the next one's peak)."""
+    code = ("import json; from harness.bench.train import _case; import torch; "
+            f"print('RESULT' + json.dumps(_case({model!r}, {precision!r}, {batch}, {patch}, {iterations}, "
+            f"{warmup}, torch.device('cpu'))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    for line in res.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[len("RESULT"):])
+    raise RuntimeError(f"{model} {precision}: benchmark subprocess failed (exit {res.returncode}): "
+                       f"{res.stderr[-1500:]}")
+
+
 # ----------------------------------------------------------------------------- the benchmark
 
 def run(out: Path = Path("results/bench/train.json"), device: str | torch.device = "cpu", *,
         models: tuple[str, ...] | list[str] | None = None, batch_size: int = PAPER_BATCH,
         patch_size: int = PAPER_PATCH, iterations: int = 30, warmup: int = 3,
-        precisions: tuple[str, ...] | list[str] | None = None, max_seconds: float | None = None) -> Path:
+        precisions: tuple[str, ...] | list[str] | None = None, max_seconds: float | None = None,
+        isolate: bool | None = None) -> Path:
     """Time training iterations of each model through the harness and bare; write ``out``.
 
     Args:
@@ -305,6 +327,7 @@ def run(out: Path = Path("results/bench/train.json"), device: str | torch.device
         warmup: untimed iterations per loop before the timed ones.
         precisions: 'fp32' and / or 'bf16' (default: both on CUDA, fp32 on CPU).
         max_seconds: start no new case after this many seconds (the skipped ones are listed as such).
+        isolate: run each case in a fresh process (default: on the CPU, where peak RSS is per process).
 
     Returns:
         The path written.
@@ -335,6 +358,7 @@ def run(out: Path = Path("results/bench/train.json"), device: str | torch.device
 
     from mambacsr.ops import current_backend
 
+    isolate = device.type == "cpu" if isolate is None else isolate
     t_start = time.perf_counter()
     load_before = os.getloadavg()
     results: dict[str, dict[str, Any]] = {}
@@ -348,6 +372,7 @@ def run(out: Path = Path("results/bench/train.json"), device: str | torch.device
         "harness_recipe": "harness.train.run with the paper preset's train section (Adam 0.9/0.99, lr 2e-4, L1, "
                           "EMA 0.999, log_every 100); in-memory random patches, num_workers 0",
         "bare_loop": "forward -> L1 -> backward -> Adam step -> zero_grad, batch already on the device, no EMA",
+        "isolated_processes": isolate,
         "timing_method": "median of per-iteration times after `warmup`, each iteration synchronized "
                          "(harness: gap between the fetches of consecutive batches)",
     }
@@ -371,8 +396,12 @@ def run(out: Path = Path("results/bench/train.json"), device: str | torch.device
                 continue
             log.info("bench train: %s %s, batch %d, LR patch %d", model, precision, batch_size, patch_size)
             try:
-                results[model][precision] = _case(model, precision, batch_size, patch_size, iterations, warmup,
-                                                  device)
+                if isolate:
+                    results[model][precision] = _case_in_subprocess(model, precision, batch_size, patch_size,
+                                                                    iterations, warmup)
+                else:
+                    results[model][precision] = _case(model, precision, batch_size, patch_size, iterations, warmup,
+                                                      device)
             except Exception as e:  # noqa: BLE001 - one broken case must not lose the others
                 log.error("bench train: %s %s failed: %s", model, precision, e)
                 results[model][precision] = {"error": f"{type(e).__name__}: {e}"[:2000]}
