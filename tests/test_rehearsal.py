@@ -143,8 +143,9 @@ def test_standin_refuses_a_real_copy_at_the_same_time(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CSRBENCH_REHEARSAL"),
-                    reason="the full rehearsal (`csrbench profile rehearsal && dvc repro` in a fresh clone) takes "
-                           "hours on 2 CPU cores; set CSRBENCH_REHEARSAL=1 to run it (README: Rehearsal before the GPU)")
+                    reason="the full rehearsal (`csrbench profile rehearsal && dvc repro` in a fresh clone) is for a "
+                           "GPU machine: on 2 CPU cores its 68 paper-size evaluations take days (measured per-image "
+                           "times in README: Rehearsal before the GPU); set CSRBENCH_REHEARSAL=1 to run it")
 def test_rehearsal_pipeline_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -154,3 +155,19 @@ def test_rehearsal_pipeline_in_a_fresh_clone(tmp_path):
     subprocess.run(["dvc", "repro"], cwd=clone, env=env, check=True)
     print(f"rehearsal dvc repro: {time.perf_counter() - t:.0f} s")
     assert (clone / "results" / "report" / "index.html").is_file()
+
+
+def test_standin_archive_is_rewritten_when_the_generator_changes(tmp_path):
+    src = registry.get("set5").sources[0]
+    raw = tmp_path / "raw"
+    files = prepare.standin_source(src, raw)
+    assert [p.stem for p in files] == list(standin.STANDIN_NAMES["set5"])
+    archive = raw / "set5" / src.archive
+    stamp = archive.with_name(archive.name + ".json")
+    mtime = archive.stat().st_mtime_ns
+    prepare.standin_source(src, raw)
+    assert archive.stat().st_mtime_ns == mtime            # same generator: kept
+    stamp.write_text(json.dumps({"generator_sha256": "an older generator", "seed": standin.SEED}))
+    prepare.standin_source(src, raw)
+    assert archive.stat().st_mtime_ns != mtime            # stale stamp: written again
+    assert json.loads(stamp.read_text())["generator_sha256"] != "an older generator"
