@@ -732,6 +732,7 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
     Returns:
         ``out``.
     """
+    t_start = time.perf_counter()
     builder = _resolve(build)
     size, repeats = cfg.complexity.input_size, cfg.complexity.latency_repeats
     names = list(models) if models else default_models(cfg)
@@ -759,7 +760,9 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
             if name not in timed:
                 continue
             log.info("latency / memory of %s on %s", name, device)
+            t0 = time.perf_counter()
             rec["latency"][name] = measure_in_subprocess(name, size, repeats, device, build=build)
+            rec["latency"][name]["seconds_wall"] = time.perf_counter() - t0   # subprocess, build, warm-up, repeats
         rec["latency_models"] = [n for n in rec["latency_models"] if n in timed]
     payload = {
         "input": [1, 3, size, size],
@@ -769,6 +772,7 @@ def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device 
         "torch_threads": torch.get_num_threads(),
         "scan_mac_rule": "4*B*D*L*N + B*D*L*(1 + [D] + [z]) per scan (derived from the recurrence); "
                          "scan_9bldn = 9*B*L*D*N + B*D*L*([D] + [z]) (VMamba, FLOPs)",
+        "seconds_total": time.perf_counter() - t_start,   # the stage's cost on this machine (see README)
         "latency_rule": f"complexity.latency_models: {cfg.complexity.latency_models} "
                         f"({LATENCY_RULES[cfg.complexity.latency_models]})",
         "models": results,

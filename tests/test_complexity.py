@@ -276,3 +276,4 @@ def test_latency_only_for_the_models_the_params_name(tmp_path, monkeypatch, rule
     assert set(res["models"]) == {"tinyconv", "tinyconv_b"}                 # both counted either way
     assert {n for m in res["models"].values() for n in m["latency"]} == timed
     assert res["latency_rule"].startswith(f"complexity.latency_models: {rule}")
+    assert res["seconds_total"] >= sum(m["seconds_counting"] for m in res["models"].values())
