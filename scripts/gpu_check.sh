@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --log-dir) LOG_DIR=${2:?--log-dir needs a folder}; shift ;;
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
