@@ -328,16 +328,18 @@ class SwinTransformerBlock(nn.Module):
         return x
 
 
-def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...]) -> None:
+def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...],
+                         resi_connections: tuple[str, ...] = ("1conv", "3conv")) -> None:
     """Field checks shared by Swin-family SR configs; raise ``ValueError`` naming the field.
 
     ``cfg`` needs ``depths, num_heads, embed_dim, window_size, img_size, upsampler,
-    upscale, resi_connection, attn_drop_rate``; ``name`` is the config class name.
+    upscale, resi_connection`` (and ``attn_drop_rate`` where it has one); ``name`` is
+    the config class name.
     """
     if len(cfg.depths) != len(cfg.num_heads) or not cfg.depths:
         raise ValueError(f"{name}.depths {cfg.depths} and num_heads {cfg.num_heads} must be non-empty, same length")
     for h in cfg.num_heads:
-        if cfg.embed_dim % h:
+        if h < 1 or cfg.embed_dim % h:
             raise ValueError(f"{name}.embed_dim={cfg.embed_dim} is not divisible by num_heads {h}")
     if cfg.window_size < 2:
         raise ValueError(f"{name}.window_size={cfg.window_size} must be >= 2")
@@ -351,9 +353,9 @@ def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...]) -> None:
     if cfg.upsampler.startswith("pixelshuffle") and cfg.upsampler != "pixelshuffledirect":
         if not is_pixelshuffle_scale(cfg.upscale):
             raise ValueError(f"{name}.upscale={cfg.upscale}: {cfg.upsampler!r} supports 2^n and 3")
-    if cfg.resi_connection not in ("1conv", "3conv"):
-        raise ValueError(f"{name}.resi_connection={cfg.resi_connection!r} is not '1conv' or '3conv'")
-    if cfg.attn_drop_rate != 0.0:
+    if cfg.resi_connection not in resi_connections:
+        raise ValueError(f"{name}.resi_connection={cfg.resi_connection!r} is not one of {resi_connections}")
+    if getattr(cfg, "attn_drop_rate", 0.0) != 0.0:
         raise ValueError(f"{name}.attn_drop_rate={cfg.attn_drop_rate}: only 0 is supported (fused attention)")
 
 

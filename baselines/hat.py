@@ -62,6 +62,7 @@ from baselines._swin_common import (
     filter_recomputed,
     relative_position_index,
     shifted_window_attention,
+    validate_swin_config,
     window_attention,
     window_partition,
     window_reverse,
@@ -77,7 +78,6 @@ from mambacsr.layers import (
     ResidualGroup,
     Upsample,
     init_weights,
-    is_pixelshuffle_scale,
     linear_drop_path_rates,
     pad_to_multiple,
     residual_conv,
@@ -142,17 +142,7 @@ class HATConfig:
 
     def __post_init__(self) -> None:
         name = "HATConfig"
-        if len(self.depths) != len(self.num_heads) or not self.depths:
-            raise ValueError(f"{name}.depths {self.depths} and num_heads {self.num_heads} "
-                             "must be non-empty and the same length")
-        for h in self.num_heads:
-            if h < 1 or self.embed_dim % h:
-                raise ValueError(f"{name}.embed_dim={self.embed_dim} is not divisible by num_heads {h}")
-        if self.window_size < 2:
-            raise ValueError(f"{name}.window_size={self.window_size} must be >= 2")
-        if self.img_size <= self.window_size:
-            raise ValueError(f"{name}.img_size={self.img_size} must exceed window_size={self.window_size} "
-                             "(upstream would silently shrink the window)")
+        validate_swin_config(self, name, ("pixelshuffle",), resi_connections=("1conv", "identity"))
         if self.embed_dim // self.compress_ratio < 1 or self.embed_dim // self.squeeze_factor < 1:
             raise ValueError(f"{name}: embed_dim={self.embed_dim} // compress_ratio={self.compress_ratio} "
                              f"and // squeeze_factor={self.squeeze_factor} must both be >= 1")
@@ -160,13 +150,6 @@ class HATConfig:
         if extra < 0 or extra % 2:
             raise ValueError(f"{name}.overlap_ratio={self.overlap_ratio}: int(window_size * overlap_ratio)"
                              f"={extra} must be even and >= 0 (the overlap is split over both sides)")
-        if self.upsampler != "pixelshuffle":
-            raise ValueError(f"{name}.upsampler={self.upsampler!r}: only 'pixelshuffle' is implemented "
-                             "(as upstream)")
-        if not is_pixelshuffle_scale(self.upscale):
-            raise ValueError(f"{name}.upscale={self.upscale}: pixelshuffle supports 2^n and 3")
-        if self.resi_connection not in ("1conv", "identity"):
-            raise ValueError(f"{name}.resi_connection={self.resi_connection!r} is not '1conv' or 'identity'")
 
 
 def oca_relative_position_index(window_size: int, overlap_win_size: int) -> torch.Tensor:
