@@ -109,6 +109,7 @@ def test_fit_batch():
         bench.fit_batch(lambda b: (_ for _ in ()).throw(ValueError("boom")), 8)
     assert not bench.is_oom(RuntimeError("shapes do not match"))
     assert bench.is_oom(RuntimeError("CUDA error: out of memory"))
+    assert bench.is_oom(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
 
 
 def test_one_failing_case_is_recorded_and_the_others_run(tmp_path, monkeypatch):

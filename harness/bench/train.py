@@ -83,7 +83,8 @@ def is_oom(err: BaseException) -> bool:
     if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     msg = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+    return isinstance(err, RuntimeError) and any(m in msg for m in (
+        "out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 def _free(device: torch.device) -> None:
