@@ -312,3 +312,19 @@ def test_packed_padding_in_one_block(monkeypatch, directions):
     padded = run()
     for a, b in zip(packed, padded):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+def test_traced_scan_counts_the_padding_like_upstream(monkeypatch):
+    """fvcore traces the model: the trace scans padded tokens one by one (official MACs, Table 1)."""
+    ss = mm.LocalWindowSS2D(smoke(mm.mambacsr()), ("w16", "w16_flip")).eval()
+    x = torch.randn(1, 8, 8, ss.in_proj.in_features)
+
+    def refuse(*args):
+        raise AssertionError("packed scan used while tracing")
+
+    monkeypatch.setattr(mm, "packed_scan_order", refuse)
+    with torch.no_grad():
+        traced = torch.jit.trace(ss, x, check_trace=False)
+        with pytest.raises(AssertionError, match="packed scan used"):
+            ss(x)
+    assert traced is not None
