@@ -6,24 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness import cli, config, deps, paper_tables
 from harness.config import ConfigError
 from harness.data import registry
+from test_config import _smoke, _write
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "harness" / "profiles").glob("*.yaml"))
-
-
-def _smoke() -> dict:
-    return yaml.safe_load(config.profile_path("smoke").read_text())
-
-
-def _write(tmp_path, data) -> Path:
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
 
 
 # ----------------------------------------------------------------------------- 20.1 / 20.4: names at load
