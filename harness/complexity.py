@@ -93,6 +93,7 @@ import torch
 from torch import nn
 
 from harness import paper_tables
+from harness.config import Config
 from harness.deps import require
 from harness.provenance import write_json
 
@@ -700,7 +701,7 @@ LATENCY_RULES = {"all": "every counted model", "table1": "runs.models only (Tabl
                  "none": "no latency or memory measured"}
 
 
-def latency_names(cfg: Any, names: Sequence[str]) -> set[str]:
+def latency_names(cfg: Config, names: Sequence[str]) -> set[str]:
     """The run-list names that get latency / memory (``complexity.latency_models``): each is a fresh
     subprocess with a warm-up and ``latency_repeats`` forwards, the costly part on a paper preset."""
     rule = cfg.complexity.latency_models
@@ -711,12 +712,12 @@ def latency_names(cfg: Any, names: Sequence[str]) -> set[str]:
     return set()
 
 
-def default_models(cfg: Any) -> list[str]:
+def default_models(cfg: Config) -> list[str]:
     """``runs.models`` + ``runs.ablations``, in order, without repeats."""
     return list(dict.fromkeys([*cfg.runs.model_names, *cfg.runs.ablation_names]))
 
 
-def run(cfg: Any, models: Sequence[str] | None, out: Path, device: torch.device | str, *,
+def run(cfg: Config, models: Sequence[str] | None, out: Path, device: torch.device | str, *,
         build: str = DEFAULT_BUILD, count_paper_size: bool = True) -> Path:
     """Count every model, compare with Table 1, measure latency / memory; write ``out`` (JSON).
 

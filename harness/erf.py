@@ -61,6 +61,7 @@ from torch import nn
 
 from harness.checkpoint import load_checkpoint
 from harness.complexity import reset_rss_peak, rss_kib
+from harness.config import Config
 from harness.provenance import write_bytes, write_json
 
 __all__ = ["run", "erf_map", "area_ratio", "normalise", "load_crops", "load_weights", "checkpointed_blocks",
@@ -327,7 +328,7 @@ def _peak(dev: torch.device, reset: bool) -> dict[str, Any]:
             "via /proc/self/clear_refs)" if reset else "VmHWM of /proc/self/status (whole process, not reset)"}
 
 
-def _write_all(out: Path, files: dict[str, bytes], payload: dict[str, Any], cfg: Any, dev: torch.device) -> Path:
+def _write_all(out: Path, files: dict[str, bytes], payload: dict[str, Any], cfg: Config, dev: torch.device) -> Path:
     """Write every PNG and erf.json into a sibling folder, then put it in place of ``out``."""
     staging = out.parent / f".{out.name}.partial"
     old = out.parent / f".{out.name}.old"
@@ -344,7 +345,7 @@ def _write_all(out: Path, files: dict[str, bytes], payload: dict[str, Any], cfg:
     return out / "erf.json"
 
 
-def run(cfg: Any, models: Sequence[str] | None, checkpoints: Path, data: Path, out: Path,
+def run(cfg: Config, models: Sequence[str] | None, checkpoints: Path, data: Path, out: Path,
         device: torch.device | str, *, build: str = DEFAULT_BUILD, mode: Literal["abs", "relu"] = "abs") -> Path:
     """ERF maps of ``models`` (default ``erf.models``); writes ``out``/erf.png, <model>.png, erf.json.
 

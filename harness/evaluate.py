@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from harness.checkpoint import FINAL_NAME, CheckpointError, file_sha256, load_checkpoint
+from harness.config import Config, Degradation
 from harness.metrics import psnr_y, ssim_y
 from harness.tiling import tiled_forward
 
@@ -201,7 +202,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def score_network(net: nn.Module, model: str, datasets: list[str], degradation: Any, scale: int, data: Path,
+def score_network(net: nn.Module, model: str, datasets: list[str], degradation: Degradation, scale: int, data: Path,
                   tile: int, overlap: int, self_ensemble: bool, border: int, device: torch.device
                   ) -> dict[str, Any]:
     """PSNR / SSIM on Y of ``net`` on each test set: the ``datasets`` block of a metrics JSON.
@@ -251,7 +252,7 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
     return results
 
 
-def run(cfg: Any, model: str, degradation: Any, scale: int, checkpoint: Path, out: Path,
+def run(cfg: Config, model: str, degradation: Degradation, scale: int, checkpoint: Path, out: Path,
         datasets: list[str] | None, data: Path, device: torch.device, visual: Path | None = None) -> Path:
     """Score one trained model on the test sets and write its metrics JSON.
 

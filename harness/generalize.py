@@ -35,13 +35,18 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from harness.config import Config, EvaluateConfig
 from harness.data import codecs
 from harness.data.degrade import MANIFEST, bicubic_downscale, lr_dir, process_pool
 from harness.metrics import psnr_y
+
+if TYPE_CHECKING:  # annotations only
+    import torch
+    from torch import nn
 
 __all__ = ["run", "TEST_CODECS", "LEVEL_RANGE", "BITS_GROW_WITH_LEVEL", "match_level", "Encoder", "plan_dataset",
            "result_path"]
@@ -179,7 +184,7 @@ def _hr_images(data: Path, dataset: str, names: Sequence[str], scale: int) -> di
     return out
 
 
-def plan_dataset(cfg: Any, data: Path, scale: int, dataset: str, encoders: dict[str, str], workers: int
+def plan_dataset(cfg: Config, data: Path, scale: int, dataset: str, encoders: dict[str, str], workers: int
                  ) -> tuple[dict[str, np.ndarray], dict[tuple[str, int], dict[str, Any]]]:
     """For each training degradation: per test codec the matched level and its LR images, on one test set.
 
@@ -225,8 +230,8 @@ def plan_dataset(cfg: Any, data: Path, scale: int, dataset: str, encoders: dict[
     return hr, plans
 
 
-def _score(net: Any, lr_hr: Sequence[tuple[str, np.ndarray, float, np.ndarray]], scale: int, ev: Any,
-           device: Any) -> dict[str, Any]:
+def _score(net: nn.Module, lr_hr: Sequence[tuple[str, np.ndarray, float, np.ndarray]], scale: int,
+           ev: EvaluateConfig, device: torch.device | str) -> dict[str, Any]:
     from harness.evaluate import super_resolve
     from harness.metrics import ssim_y
     border = ev.border(scale)
@@ -240,8 +245,8 @@ def _score(net: Any, lr_hr: Sequence[tuple[str, np.ndarray, float, np.ndarray]],
             "ssim_y": float(np.mean([v["ssim_y"] for v in images.values()])), "images": images}
 
 
-def run(cfg: Any, checkpoints: Path, data: Path, out: Path, models: Sequence[str] | None = None,
-        datasets: Sequence[str] | None = None, device: Any = "cpu") -> Path:
+def run(cfg: Config, checkpoints: Path, data: Path, out: Path, models: Sequence[str] | None = None,
+        datasets: Sequence[str] | None = None, device: torch.device | str = "cpu") -> Path:
     """Score every trained run on every test codec at matched bpp; one JSON per run under ``out``.
 
     Args:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 from torch import nn
 
 from harness.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from harness.config import Config, Degradation
 
 __all__ = ["Release", "releases", "release_of", "load_released", "detect_architecture", "check_sha256",
            "evaluate_weights", "run", "STATUS_NAME"]
@@ -310,7 +310,7 @@ def _strict_check(path: Path, model: str, net: nn.Module, sd: dict, raw: dict) -
 
 # ----------------------------------------------------------------------------- scoring
 
-def evaluate_weights(cfg: Any, model: str, weights: Path, degradation: Any, scale: int | None, out: Path | None,
+def evaluate_weights(cfg: Config, model: str, weights: Path, degradation: Degradation, scale: int | None, out: Path | None,
                      datasets: list[str] | None, data: Path, device: torch.device,
                      fidelity: Literal["official", "paper"] = "official",
                      tile_from: Literal["release", "params"] = "release") -> Path:
@@ -382,7 +382,7 @@ def _status(folder: Path, line: str) -> None:
     write_text(folder / STATUS_NAME, line + "\n")
 
 
-def run(cfg: Any, model: str, out: Path, data: Path, device: torch.device) -> Path:
+def run(cfg: Config, model: str, out: Path, data: Path, device: torch.device) -> Path:
     """Score the params ``released`` entry of ``model`` on each of its degradations.
 
     Args:

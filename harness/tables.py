@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from harness import paper_tables as pt
+from harness.config import Config
 
 __all__ = ["run", "build_tables", "load_metrics", "to_markdown", "TABLES"]
 
@@ -228,7 +229,7 @@ def to_markdown(df, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Any, results: Path = Path("results"), out: Path = Path("results/tables")) -> Path:
+def run(cfg: Config, results: Path = Path("results"), out: Path = Path("results/tables")) -> Path:
     """Write ``<out>/<table>.csv`` and ``.md`` for every table, and ``<out>/tables.json``.
 
     Args:

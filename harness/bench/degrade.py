@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.config import Degradation
+from harness.config import Config, Degradation
 from harness.data import codecs, degrade, prepare
 from harness.data.images import read_png_rgb
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 CODECS = (Degradation("none", 0), Degradation("jpeg", 10), Degradation("hevc", 37), Degradation("vvc", 37))
 
 
-def run(cfg: Any, out: Path = Path("results/bench/degrade.json"), device: Any = None, *, repeats: int = 3,
+def run(cfg: Config, out: Path = Path("results/bench/degrade.json"), device: Any = None, *, repeats: int = 3,
         workers: int = 2, dataset: str = "skimage_test") -> Path:
     """Time the degrade step per codec; returns the JSON path written.
 

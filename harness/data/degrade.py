@@ -43,6 +43,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from harness.config import Config, Degradation
 from harness.data import codecs
 from harness.data.images import read_png_rgb, sha256_file, write_png
 from harness.metrics import psnr_y
@@ -218,7 +219,7 @@ def lr_dir(data: Path, dataset: str, scale: int, tag: str) -> Path:
     return Path(data) / "lr" / dataset / f"x{scale}" / tag
 
 
-def default_degradations(cfg: Any) -> list[Any]:
+def default_degradations(cfg: Config) -> list[Degradation]:
     """``runs.degradations`` plus ``runs.ablation_degradation``, without duplicates, in order."""
     out: list[Any] = []
     for d in (*cfg.runs.degradations, cfg.runs.ablation_degradation):
@@ -363,7 +364,7 @@ def _sub_work(args: tuple[str, str, int, int, int]) -> list[tuple[str, str]]:
     return out
 
 
-def _sub_folder(cfg: Any, folder: Path, key: dict[str, Any], jobs: list[tuple[str, str, int, int, int]],
+def _sub_folder(cfg: Config, folder: Path, key: dict[str, Any], jobs: list[tuple[str, str, int, int, int]],
                 workers: int) -> None:
     """(Re)write one sub-image folder unless its manifest matches ``key`` and every sha256."""
     from harness.provenance import read_json, write_json
@@ -391,7 +392,7 @@ def _sub_folder(cfg: Any, folder: Path, key: dict[str, Any], jobs: list[tuple[st
     log.info("%s: %d sub-images from %d images", folder, len(images), len(jobs))
 
 
-def _extract_subimages(cfg: Any, data: Path, dataset: str, scale: int, tags: Sequence[str], workers: int) -> None:
+def _extract_subimages(cfg: Config, data: Path, dataset: str, scale: int, tags: Sequence[str], workers: int) -> None:
     """BasicSR-style sub-images of the training set: ``sub_hr_x<s>`` once, ``x<s>/<tag>/sub`` per tag."""
     from harness.provenance import read_json
     if SUB_CROP % scale or SUB_STEP % scale:
@@ -417,7 +418,7 @@ def _extract_subimages(cfg: Any, data: Path, dataset: str, scale: int, tags: Seq
 
 # ----------------------------------------------------------------------------- stage
 
-def run(cfg: Any, datasets: list[str] | None = None, degradations: list[Any] | None = None,
+def run(cfg: Config, datasets: list[str] | None = None, degradations: list[Degradation] | None = None,
         scale: int | None = None, data: Path = Path("data")) -> Path:
     """``csrbench degrade``: write ``data/lr/<dataset>/x<scale>/<codec>_<level>/`` for every pair.
 
@@ -465,7 +466,7 @@ def run(cfg: Any, datasets: list[str] | None = None, degradations: list[Any] | N
     return data / "lr"
 
 
-def _run_scale(cfg: Any, data: Path, datasets: list[str], degradations: list[Any], scale: int,
+def _run_scale(cfg: Config, data: Path, datasets: list[str], degradations: list[Degradation], scale: int,
                enc: tuple[str, str, str, str]) -> None:
     from harness.provenance import write_json
     dc = cfg.degrade

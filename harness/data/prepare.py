@@ -47,6 +47,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.config import Config
 from harness.data import registry
 from harness.data.degrade import process_pool
 from harness.data.images import IMAGE_SUFFIXES, ImageError, read_rgb, sha256_file, write_png
@@ -411,7 +412,7 @@ def standin_source(source: Source, raw: Path) -> list[Path]:
     return _from_path(archive, source, raw, "stand-in archive (data.standin: true)")
 
 
-def _prepare_one(cfg: Any, dataset: Dataset, out: Path, data_root: Path | None, scale: int, workers: int) -> Path:
+def _prepare_one(cfg: Config, dataset: Dataset, out: Path, data_root: Path | None, scale: int, workers: int) -> Path:
     from harness.provenance import write_json
     folder = out / "hr" / dataset.name
     key = _key(dataset, scale, cfg.data.standin)
@@ -461,7 +462,7 @@ def _prepare_one(cfg: Any, dataset: Dataset, out: Path, data_root: Path | None, 
     return folder
 
 
-def run(cfg: Any, datasets: list[str] | None = None, data_root: Path | None = None,
+def run(cfg: Config, datasets: list[str] | None = None, data_root: Path | None = None,
         out: Path = Path("data")) -> Path:
     """``csrbench prepare``: ``data/hr/<dataset>/`` for every dataset.
 
