@@ -309,6 +309,9 @@ def generalization_section(results: Path) -> dict[str, Any] | None:
     recs = [r for p in sorted((Path(results) / "generalization").glob("*/x*_*_*.json")) if (r := _read_json(p))]
     if not recs:
         return None
+    order = {c: i for i, c in enumerate(("none", "jpeg", "hevc", "vvc", "webp", "avc"))}
+    recs.sort(key=lambda r: (str(r.get("model")), order.get((r.get("trained_on") or {}).get("codec"), len(order)),
+                             (r.get("trained_on") or {}).get("level") or 0))
     codecs_: list[str] = []
     for r in recs:
         codecs_ += [c for c in r.get("test_codecs") or [] if c not in codecs_]
@@ -704,7 +707,7 @@ def visual_section(cfg: Config, results: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- provenance
 
-def provenance_section(results: Path, cfg: Config, metrics: dict) -> dict[str, Any]:
+def provenance_section(results: Path, cfg: Any, metrics: dict) -> dict[str, Any]:
     """Who made each result: commit, profile, device, versions, tile settings, scan backend."""
     files = []
     versions: dict[str, set] = defaultdict(set)
@@ -742,7 +745,7 @@ def provenance_section(results: Path, cfg: Config, metrics: dict) -> dict[str, A
 
 # ----------------------------------------------------------------------------- page
 
-def gather(cfg: Config, results: Path, data: Path) -> dict[str, Any]:
+def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
     """Everything the template shows, as plain dicts (no I/O beyond reading results and data)."""
     results, data = Path(results), Path(data)
     metrics = load_metrics(results)
@@ -787,7 +790,7 @@ def render_html(ctx: dict[str, Any]) -> str:
     return env.get_template("index.html.j2").render(**ctx)
 
 
-def run(cfg: Config, results: Path, data: Path, out: Path) -> Path:
+def run(cfg: Any, results: Path, data: Path, out: Path) -> Path:
     """Render the report page.
 
     Args:
