@@ -707,7 +707,7 @@ def visual_section(cfg: Config, results: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- provenance
 
-def provenance_section(results: Path, cfg: Any, metrics: dict) -> dict[str, Any]:
+def provenance_section(results: Path, cfg: Config, metrics: dict) -> dict[str, Any]:
     """Who made each result: commit, profile, device, versions, tile settings, scan backend."""
     files = []
     versions: dict[str, set] = defaultdict(set)
@@ -745,7 +745,7 @@ def provenance_section(results: Path, cfg: Any, metrics: dict) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------- page
 
-def gather(cfg: Any, results: Path, data: Path) -> dict[str, Any]:
+def gather(cfg: Config, results: Path, data: Path) -> dict[str, Any]:
     """Everything the template shows, as plain dicts (no I/O beyond reading results and data)."""
     results, data = Path(results), Path(data)
     metrics = load_metrics(results)
@@ -790,7 +790,7 @@ def render_html(ctx: dict[str, Any]) -> str:
     return env.get_template("index.html.j2").render(**ctx)
 
 
-def run(cfg: Any, results: Path, data: Path, out: Path) -> Path:
+def run(cfg: Config, results: Path, data: Path, out: Path) -> Path:
     """Render the report page.
 
     Args:
