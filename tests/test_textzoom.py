@@ -161,7 +161,7 @@ def test_textzoom_eval_run(tmp_path, monkeypatch):
     net = _TinyX2()
     torch.save({"model": net.state_dict(), "iter_num": 1}, tmp_path / "ckpt.pt")
 
-    cfg = config.load(config.profile_path("smoke"))
+    cfg = config.load(config.profile_path("smoke"), names=False)  # harness.models is the tiny stand-in here
     cfg = dataclasses.replace(cfg, textzoom=dataclasses.replace(cfg.textzoom, batch_size=2))
     path = textzoom_eval.run(cfg, "tiny_x2", tmp_path / "ckpt.pt", tmp_path / "results", torch.device("cpu"),
                              root=root)
