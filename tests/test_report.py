@@ -180,6 +180,15 @@ def test_paper_profile_results_have_no_smoke_banner(tmp_path):
     assert '<span class="o" title="ours">25.21</span><span class="d" title="ours - paper">+0.01</span>' in page
 
 
+def test_rehearsal_results_are_labelled_as_such(tmp_path):
+    cfg = dataclasses.replace(smoke_cfg(), profile="rehearsal")
+    _metrics(tmp_path / "results", "mambacsr", 4, "jpeg", 10, {"set5": (9.87, 0.1)}, iterations=3,
+             profile="rehearsal")
+    page = render.run(cfg, tmp_path / "results", tmp_path / "data", tmp_path / "index.html").read_text()
+    assert "REHEARSAL PROFILE" in page and "SMOKE PROFILE" not in page
+    assert '<span class="badge smoke">rehearsal</span>' in page
+
+
 def test_textzoom_table_and_curves(fixture_tree):
     cfg, results, data, models = fixture_tree
     split = {"n": 4, "sr": {"psnr_y": 21.5, "ssim_y": 0.81, "accuracy": 0.75},

@@ -50,6 +50,8 @@ from harness.provenance import write_text
 __all__ = ["run", "gather", "render_html", "DASH"]
 
 log = logging.getLogger("csrbench.report")
+# Profiles whose numbers are never paper figures: each row gets a badge with the profile's name.
+NOT_PAPER_FIGURES = ("smoke", "rehearsal")
 
 DASH = "—"
 MEGA, GIGA = 1e6, 1e9  # parameters are shown in M, MACs in G, as in the paper's tables
@@ -115,8 +117,8 @@ def badges_of(rec: dict[str, Any] | None, iterations: Any = None, section: str =
         return []
     out = []
     profile = _profile_of(rec)
-    if profile == "smoke":
-        out.append({"cls": "smoke", "text": "smoke"})
+    if profile in NOT_PAPER_FIGURES:
+        out.append({"cls": "smoke", "text": profile})
     it = rec.get("iterations") if iterations is None else iterations
     target = _profile_iterations(profile, section) if profile else None
     if isinstance(it, int) and target and it < target:
@@ -771,9 +773,10 @@ def gather(cfg: Config, results: Path, data: Path) -> dict[str, Any]:
         "dash": DASH,
     }
     profiles = set(ctx["provenance"]["profiles"]) | {p for r in metrics.values() if (p := _profile_of(r))}
-    if getattr(cfg, "profile", None) == "smoke":
-        profiles.add("smoke")
+    if getattr(cfg, "profile", None) in NOT_PAPER_FIGURES:
+        profiles.add(cfg.profile)
     ctx["smoke"] = "smoke" in profiles
+    ctx["rehearsal"] = "rehearsal" in profiles
     # a results file the sections had to skip is named on the page, not only in the log
     ctx["unreadable"] = [f"{p.relative_to(results)}: {why}" for p in sorted(results.glob("**/*.json"))
                          if p.relative_to(results).parts[0] != "report" and (why := _json_error(p))]
