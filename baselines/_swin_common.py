@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mambacsr.layers import DropPath, Mlp, is_pixelshuffle_scale, unwrap_state_dict
+from mambacsr.layers import DropPath, Mlp, is_pixelshuffle_scale
 
 __all__ = [
     "ShiftMaskCache",
@@ -359,11 +359,6 @@ def validate_swin_config(cfg, name: str, upsamplers: tuple[str, ...],
         raise ValueError(f"{name}.attn_drop_rate={cfg.attn_drop_rate}: only 0 is supported (fused attention)")
 
 
-def unwrap_checkpoint(state_dict: dict, name: str) -> dict:
-    """Deprecated alias kept for ``harness/released.py``: use :func:`mambacsr.layers.unwrap_state_dict`."""
-    return unwrap_state_dict(state_dict, name)[0]
-
-
 def filter_recomputed(state_dict: dict, model: nn.Module, name: str, drop: tuple[str, ...],
                       check: tuple[str, ...]) -> dict:
     """Remove buffers the model recomputes from a checkpoint.
@@ -374,7 +369,7 @@ def filter_recomputed(state_dict: dict, model: nn.Module, name: str, drop: tuple
     name first (skipped for a model on the meta device).
 
     Args:
-        state_dict: flat checkpoint dict (after :func:`unwrap_checkpoint`).
+        state_dict: flat checkpoint dict (after :func:`mambacsr.layers.unwrap_state_dict`).
         model: the model that will load it.
         name: model name for error messages.
         drop: leaf names dropped unchecked.
