@@ -124,7 +124,7 @@ def test_cells_compare_paper_and_ours(fixture_tree):
     assert "<th colspan=\"2\">skimage_test</th>" in jpeg10
     assert '<span class="p" title="paper">—</span><span class="o" title="ours">21.00</span>' in jpeg10
     # badges: smoke everywhere, unfinished for a run short of the profile's iterations
-    assert 'class="badge smoke"' in jpeg10 and "unfinished 100/150 it" in jpeg10   # smoke preset: 150 iterations
+    assert 'class="badge smoke"' in jpeg10 and "unfinished 100/200 it" in jpeg10   # smoke preset: 200 iterations
     assert "mambacsr_wo_cross_smoke" in page and "mambair_x2_smoke" in page
 
 
