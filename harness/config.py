@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
@@ -73,13 +73,25 @@ class DataConfig:
     patch_size: int                    # LR training patch (HR patch = scale * patch_size)
     num_workers: int                   # data-loader worker processes
     sub_images: bool                   # extract BasicSR-style sub-images from the training set
+    train_images: int                  # first N training images in name order are degraded and trained on;
+                                       # 0 = all (a length knob: the rehearsal profile's DF2K stand-in)
     standin: bool                      # prepare writes synthetic stand-ins in the published layouts
                                        # (harness/data/standin.py; the rehearsal profile), not the real data
 
     def __post_init__(self):
         _check(self.patch_size >= 4, "patch_size", "must be >= 4")
         _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _check(self.train_images >= 0, "train_images", "must be >= 0 (0 = every image)")
         _check(len(self.test) > 0, "test", "needs at least one dataset")
+
+    def first_train_images(self, names: Sequence[str]) -> list[str]:
+        """The training images used: the first ``train_images`` of ``names`` in name order (all when 0)."""
+        return _first(names, self.train_images)
+
+
+def _first(names: Sequence[str], n: int) -> list[str]:
+    names = sorted(names)
+    return names[:n] if n else names
 
 
 @dataclass(frozen=True)
@@ -180,15 +192,23 @@ class EvaluateConfig:
     tile_overlap: int                  # LR pixels of overlap between tiles
     crop_border: int | Literal["scale"]  # pixels cropped before PSNR/SSIM; "scale" = BasicSR's convention
     self_ensemble: bool                # x8 geometric self-ensemble ("+" rows)
+    max_images: int                    # first N images in name order of each test set (evaluate, released,
+                                       # generalize); 0 = all (a length knob: the rehearsal profile)
+    generalize_datasets: tuple[str, ...]  # test sets of the codec-generalization stage; [] = data.test
 
     def __post_init__(self):
         _check(self.tile >= 0, "tile", "must be >= 0 (0 = whole image)")
         _check(self.tile == 0 or 0 <= self.tile_overlap < self.tile, "tile_overlap", "must be in [0, tile)")
         _check(self.crop_border == "scale" or self.crop_border >= 0, "crop_border", "must be >= 0 or 'scale'")
+        _check(self.max_images >= 0, "max_images", "must be >= 0 (0 = every image)")
 
     def border(self, scale: int) -> int:
         """Pixels to crop at this scale."""
         return scale if self.crop_border == "scale" else self.crop_border
+
+    def first_images(self, names: Sequence[str]) -> list[str]:
+        """The test images scored: the first ``max_images`` of ``names`` in name order (all when 0)."""
+        return _first(names, self.max_images)
 
 
 @dataclass(frozen=True)
@@ -436,6 +456,8 @@ def check_names(cfg: Config) -> None:
     keys: list[tuple[str, str, str, list[str]]] = [("data.train", cfg.data.train, "dataset", datasets)]
     keys += [(f"data.test[{i}]", n, "dataset", datasets) for i, n in enumerate(cfg.data.test)]
     keys += [(f"data.local.{k}", k, "dataset or source", sorted({*datasets, *sources})) for k in cfg.data.local]
+    keys += [(f"evaluate.generalize_datasets[{i}]", n, "test set", list(cfg.data.test))
+             for i, n in enumerate(cfg.evaluate.generalize_datasets)]
     for section, runs in (("runs.models", cfg.runs.models), ("runs.ablations", cfg.runs.ablations),
                           ("runs.classic_x2", cfg.runs.classic_x2), ("textzoom.models", cfg.textzoom.models)):
         keys += [(f"{section}[{i}].name", m.name, "model", models) for i, m in enumerate(runs)]
@@ -443,8 +465,8 @@ def check_names(cfg: Config) -> None:
     keys += [(f"released[{i}].model", e.model, "model", models) for i, e in enumerate(cfg.released)]
     for key, name, kind, known in keys:
         if name not in known:
-            what = "see harness.models.list_models()" if kind == "model" else \
-                f"registered: {', '.join(known)}"
+            what = ("see harness.models.list_models()" if kind == "model" else
+                    f"data.test: {', '.join(known)}" if kind == "test set" else f"registered: {', '.join(known)}")
             raise ConfigError(f"{cfg.source}: {key}: {_unknown(kind, name, known)}; {what}")
 
 

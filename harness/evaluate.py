@@ -203,8 +203,8 @@ def _sync(device: torch.device) -> None:
 
 
 def score_network(net: nn.Module, model: str, datasets: list[str], degradation: Degradation, scale: int, data: Path,
-                  tile: int, overlap: int, self_ensemble: bool, border: int, device: torch.device
-                  ) -> dict[str, Any]:
+                  tile: int, overlap: int, self_ensemble: bool, border: int, device: torch.device,
+                  max_images: int = 0) -> dict[str, Any]:
     """PSNR / SSIM on Y of ``net`` on each test set: the ``datasets`` block of a metrics JSON.
 
     Shared by this stage and ``harness.released`` (released checkpoints), so both score alike.
@@ -218,14 +218,19 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
         tile, overlap, self_ensemble: inference settings (see :func:`super_resolve`).
         border: pixels cropped before the metrics.
         device: torch device.
+        max_images: score only the first N images of each test set in name order (``evaluate.max_images``);
+            0 = all.
 
     Returns:
-        ``{dataset: {psnr_y, ssim_y, seconds, images: {image: {psnr_y, ssim_y, seconds}}}}``.
+        ``{dataset: {psnr_y, ssim_y, seconds, images_available, images: {image: {psnr_y, ssim_y, seconds}}}}``;
+        ``images`` lists those scored, ``images_available`` counts the test set's images.
     """
     results: dict[str, Any] = {}
     warmed = False
     for ds in datasets:
         pairs = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
+        available = len(pairs)
+        pairs = pairs[:max_images] if max_images else pairs   # sorted by name
         if not warmed:  # compile / allocate once, untimed
             super_resolve(net, pairs[0][1], scale, tile, overlap, self_ensemble, device)
             warmed = True
@@ -245,10 +250,11 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
             "psnr_y": float(np.mean([v["psnr_y"] for v in images.values()])),
             "ssim_y": float(np.mean([v["ssim_y"] for v in images.values()])),
             "seconds": float(np.mean([v["seconds"] for v in images.values()])),
+            "images_available": available,
             "images": images,
         }
-        log.info("%s x%d %s on %s: PSNR-Y %.4f dB, SSIM-Y %.5f (%d images)", model, scale, degradation.tag, ds,
-                 results[ds]["psnr_y"], results[ds]["ssim_y"], len(images))
+        log.info("%s x%d %s on %s: PSNR-Y %.4f dB, SSIM-Y %.5f (%d of %d images)", model, scale, degradation.tag,
+                 ds, results[ds]["psnr_y"], results[ds]["ssim_y"], len(images), available)
     return results
 
 
@@ -295,7 +301,7 @@ def run(cfg: Config, model: str, degradation: Degradation, scale: int, checkpoin
                     border, scale)
     names = list(datasets) if datasets else list(cfg.data.test)
     results = score_network(net, model, names, degradation, scale, Path(data), tile, overlap, ev.self_ensemble,
-                            border, device)
+                            border, device, ev.max_images)
     if visual is not None:
         from harness.visual import save_crops
         save_crops(cfg, net, model, names[0], degradation, scale, Path(data), device, Path(visual),
@@ -309,7 +315,7 @@ def run(cfg: Config, model: str, degradation: Degradation, scale: int, checkpoin
         "backend": backend,
         "checkpoint": {"path": str(ckpt_path), "sha256": file_sha256(ckpt_path)},
         "tile": tile_info, "self_ensemble": ev.self_ensemble, "crop_border": border,
-        "trained_on": trained_on,
+        "max_images": ev.max_images, "trained_on": trained_on,
         "datasets": results,
     }
     return write_json(out, payload, cfg=cfg, device=device, scan_backend=backend, tile=tile_info)

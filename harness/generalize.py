@@ -156,9 +156,10 @@ class Encoder:
             del self._cache[key]
 
 
-def _training_images(data: Path, dataset: str, scale: int, codec: str, level: int
+def _training_images(data: Path, dataset: str, scale: int, codec: str, level: int, ev: EvaluateConfig
                      ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """The LR images ``csrbench degrade`` wrote for the training degradation and their bpp."""
+    """The LR images ``csrbench degrade`` wrote for the training degradation and their bpp: the
+    ``evaluate.max_images`` first in name order (all when 0), as ``csrbench evaluate`` scores."""
     from harness.data.images import read_png_rgb
     from harness.provenance import read_json
     folder = lr_dir(data, dataset, scale, f"{codec}_{level}")
@@ -168,8 +169,8 @@ def _training_images(data: Path, dataset: str, scale: int, codec: str, level: in
     images = read_json(man).get("images") or {}
     if not images:
         raise ValueError(f"{man}: lists no images")
-    return ({n: read_png_rgb(folder / f"{n}.png") for n in sorted(images)},
-            {n: float(r["bpp"]) for n, r in images.items()})
+    names = ev.first_images(images)
+    return ({n: read_png_rgb(folder / f"{n}.png") for n in names}, {n: float(images[n]["bpp"]) for n in names})
 
 
 def _hr_images(data: Path, dataset: str, names: Sequence[str], scale: int) -> dict[str, np.ndarray]:
@@ -199,7 +200,7 @@ def plan_dataset(cfg: Config, data: Path, scale: int, dataset: str, encoders: di
     enc = None
     try:
         for d in cfg.runs.degradations:
-            own, own_bpp = _training_images(data, dataset, scale, d.codec, d.level)
+            own, own_bpp = _training_images(data, dataset, scale, d.codec, d.level, cfg.evaluate)
             if enc is None:
                 hr = _hr_images(data, dataset, list(own), scale)
                 clean = {n: bicubic_downscale(h, scale) for n, h in hr.items()}
@@ -255,7 +256,7 @@ def run(cfg: Config, checkpoints: Path, data: Path, out: Path, models: Sequence[
         data: the data folder (``hr/``, ``lr/``).
         out: results folder, normally ``results/generalization``.
         models: model names (default ``runs.models``).
-        datasets: test sets (default ``data.test``).
+        datasets: test sets (default ``evaluate.generalize_datasets``, or ``data.test`` when that is empty).
         device: torch device.
 
     Returns:
@@ -277,7 +278,7 @@ def run(cfg: Config, checkpoints: Path, data: Path, out: Path, models: Sequence[
     for m in names:
         if m not in known:
             raise ValueError(f"--model {m}: not in runs.models ({', '.join(sorted(known))})")
-    sets = list(datasets) if datasets else list(cfg.data.test)
+    sets = list(datasets or cfg.evaluate.generalize_datasets or cfg.data.test)
     ckpts = {(m, d.codec, d.level): Path(checkpoints) / m / f"x{scale}_{d.tag}" / "final.pt"
              for m in names for d in cfg.runs.degradations}
     for p in ckpts.values():   # fail before the encodes, naming the file
@@ -318,7 +319,7 @@ def run(cfg: Config, checkpoints: Path, data: Path, out: Path, models: Sequence[
             "matching": "test codec level with the mean bpp closest to the training codec's on the same images; "
                         "the training codec at its own level on the images csrbench evaluate used",
             "tile": {"size": ev.tile, "overlap": ev.tile_overlap}, "self_ensemble": ev.self_ensemble,
-            "crop_border": ev.border(scale), "datasets": results[(model, codec, level)],
+            "crop_border": ev.border(scale), "max_images": ev.max_images, "datasets": results[(model, codec, level)],
         }
         write_json(result_path(out, model, scale, codec, level), payload, cfg=cfg, device=device)
     return Path(out)

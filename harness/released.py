@@ -359,7 +359,7 @@ def evaluate_weights(cfg: Config, model: str, weights: Path, degradation: Degrad
     border = ev.border(scale)
     names = list(datasets) if datasets else list(cfg.data.test)
     results = score_network(net, f"{model}_released", names, degradation, scale, Path(data), tile, overlap, ens,
-                            border, device)
+                            border, device, ev.max_images)
     backend = scan_backend(device)
     tile_info = {"size": tile, "overlap": overlap, "blend": TILE_BLEND, "from": source}
     released = {k: info[k] for k in ("file", "sha256", "expected_sha256", "params_key", "fidelity", "overrides")}
@@ -370,7 +370,7 @@ def evaluate_weights(cfg: Config, model: str, weights: Path, degradation: Degrad
         "level": degradation.level, "profile": cfg.profile, "iterations": None,
         "ema": info["params_key"] == "params_ema", "backend": backend,
         "checkpoint": {"path": info["file"], "sha256": info["sha256"]}, "released": released,
-        "tile": tile_info, "self_ensemble": ens, "crop_border": border,
+        "tile": tile_info, "self_ensemble": ens, "crop_border": border, "max_images": ev.max_images,
         "datasets": results,
     }
     return write_json(out, payload, cfg=cfg, device=device, scan_backend=backend, tile=tile_info,

@@ -28,13 +28,18 @@ from harness.data import prepare, registry, standin
 OVERRIDES = {
     "profile": "rehearsal",
     "data.standin": True,
+    "data.train_images": 128,
     "data.patch_size": 16,
-    "train.iterations": 3,
+    "train.iterations": 2,
     "train.batch_size": 2,
-    "train.milestones": [1, 2],
-    "train.val_every": 3,
+    "train.milestones": [1],
+    "train.val_every": 2,
+    "train.val_images": 1,
     "train.ckpt_every": 2,
     "train.log_every": 1,
+    "evaluate.max_images": 1,
+    "evaluate.generalize_datasets": ["set5"],
+    "report.visual_images": 1,
     "complexity.latency_repeats": 1,
     "erf.num_images": 2,
     "erf.crop": 32,
@@ -90,7 +95,8 @@ def test_standin_archive_has_the_published_layout_and_is_deterministic(tmp_path)
 
 def test_standin_sizes_cover_the_cases_that_matter():
     big_h, big_w = standin.size_of("div2k_valid", "0801")
-    assert min(big_h, big_w) // 4 > 192                  # larger than the paper's 192-px LR tile
+    assert max(big_h, big_w) // 4 > 192                  # wider than the paper's 192-px LR tile: two tiles
+    assert standin.STANDIN_NAMES["div2k_valid"][0] == "0801"   # scored under evaluate.max_images: 1
     assert standin.synth_image("div2k_valid", "0801").shape == (big_h, big_w, 3)
     sizes = [standin.size_of(s, n) for s in ("set14", "bsd100", "urban100", "manga109")
              for n in standin.STANDIN_NAMES[s]]

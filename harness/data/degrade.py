@@ -17,6 +17,9 @@ crash mid-way never leaves a manifest describing a mix of old and new images). I
 run in parallel over ``degrade.workers`` processes, each image once per
 pending degradation so its clean LR is computed once.
 
+With ``data.train_images: N`` (N > 0; a length knob, the rehearsal profile) only the first N
+training images in name order are degraded; test sets are always degraded whole.
+
 With ``data.sub_images: true`` the training set is also cut into BasicSR-style
 sub-images (``extract_subimages.py``: HR crop 480, step 240, thresh 0, and the matching
 LR crops 480/s, step 240/s): ``data/lr/<dataset>/sub_hr_x<s>/`` (outside the
@@ -407,7 +410,7 @@ def _extract_subimages(cfg: Config, data: Path, dataset: str, scale: int, tags: 
         lr_sizes = {n: (r["lr_size"][0] * scale, r["lr_size"][1] * scale) for n, r in src_man.items()}
         if sizes is None:
             sizes = lr_sizes
-            key = {"dataset": dataset, **geometry, "source": {n: r["sha256"] for n, r in hr_man.items()}}
+            key = {"dataset": dataset, **geometry, "source": {n: hr_man[n]["sha256"] for n in sorted(sizes)}}
             jobs = [(str(Path(data) / "hr" / dataset / f"{n}.png"), str(hr_sub), 1, *sizes[n])
                     for n in sorted(sizes)]
             _sub_folder(cfg, hr_sub, key, jobs, workers)
@@ -474,6 +477,10 @@ def _run_scale(cfg: Config, data: Path, datasets: list[str], degradations: list[
                                              hm_path=enc[2], vtm_path=enc[3]) for d in degradations}
     for dataset in datasets:
         hr = _hr_images(data, dataset)
+        if dataset == cfg.data.train and cfg.data.train_images:
+            keep = cfg.data.first_train_images(hr)
+            log.info("%s: the first %d of %d images in name order (data.train_images)", dataset, len(keep), len(hr))
+            hr = {n: hr[n] for n in keep}
         pending: list[Any] = []
         created: list[Path] = []  # folders this run made: removed again if it fails, never left empty
         for d in degradations:
