@@ -454,3 +454,27 @@ def test_failed_encode_removes_the_folders_it_created(prepared, tmp_path, monkey
         degrade.run(_cfg(), datasets=["skimage_test"], degradations=[Degradation("hevc", 37)], data=data)
     assert not (data / "lr/skimage_test/x4/hevc_37").exists()          # no empty output folder left
     assert (done / "manifest.json").is_file()                          # finished work kept
+
+
+def test_train_images_degrades_only_the_first_n_training_images(prepared, tmp_path):
+    """data.train_images (the rehearsal's length knob): the first N training images in name order are
+    degraded; a test set is always degraded whole; 0 means every image."""
+    data = _copy_hr(prepared, tmp_path)
+    cfg = _cfg()
+    prepare.run(cfg, datasets=[cfg.data.train], out=data)
+    train_names = sorted(json.loads((data / "hr" / cfg.data.train / "manifest.json").read_text())["images"])
+    test_names = sorted(json.loads((data / "hr" / "skimage_test" / "manifest.json").read_text())["images"])
+    assert len(train_names) > 2
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_images=2))
+    degrade.run(cfg, datasets=[cfg.data.train, "skimage_test"], degradations=[Degradation("jpeg", 10)], scale=4,
+                data=data)
+
+    def listed(ds):
+        return sorted(json.loads((data / "lr" / ds / "x4" / "jpeg_10" / "manifest.json").read_text())["images"])
+    assert listed(cfg.data.train) == train_names[:2]
+    assert sorted(p.stem for p in (data / "lr" / cfg.data.train / "x4" / "jpeg_10").glob("*.png")) == train_names[:2]
+    assert listed("skimage_test") == test_names
+    # back to all: the folder is incomplete for the new setting and is redone whole
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_images=0))
+    degrade.run(cfg, datasets=[cfg.data.train], degradations=[Degradation("jpeg", 10)], scale=4, data=data)
+    assert listed(cfg.data.train) == train_names

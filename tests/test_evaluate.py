@@ -131,3 +131,16 @@ def test_self_ensemble_undoes_each_transform():
     torch.testing.assert_close(evaluate.self_ensemble_forward(up, x), up(x), rtol=0, atol=1e-6)
     ramp = lambda t: up(t) * torch.linspace(0, 1, 2 * t.shape[-1])   # not flip-equivariant
     assert (evaluate.self_ensemble_forward(ramp, x) - ramp(x)).abs().max() > 0.05
+
+
+def test_max_images_scores_the_first_images_in_name_order(trained):
+    """evaluate.max_images (the rehearsal's length knob): only the first N images of each test set are
+    scored, and the JSON says how many there were."""
+    root, cfg, _ = trained
+    full = _evaluate(root, cfg, out="all.json")["datasets"][K.TEST_SET]
+    one = _evaluate(root, cfg, out="one.json", max_images=1)
+    ds = one["datasets"][K.TEST_SET]
+    assert one["max_images"] == 1 and full["images_available"] == ds["images_available"] == len(full["images"]) > 1
+    first = sorted(full["images"])[0]
+    assert list(ds["images"]) == [first]
+    assert ds["ssim_y"] == full["images"][first]["ssim_y"]

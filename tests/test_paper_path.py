@@ -57,6 +57,8 @@ def test_paper_div2k_is_the_registry_name_and_lands_in_the_div2k_column():
     (lambda d: d["runs"]["ablations"].append({"name": "mambacsr_win5", "code": "mambacsr/model.py"}),
      "runs.ablations[", "unknown model 'mambacsr_win5'"),
     (lambda d: d["erf"].__setitem__("models", ["swinirr_smoke"]), "erf.models[0]", "unknown model"),
+    (lambda d: d["evaluate"].__setitem__("generalize_datasets", ["skimage_tst"]), "evaluate.generalize_datasets[0]",
+     "unknown test set 'skimage_tst' (did you mean 'skimage_test'"),
 ])
 def test_unknown_names_fail_at_load_naming_the_key(tmp_path, edit, key, pattern):
     d = _smoke()
