@@ -138,6 +138,17 @@ def test_prepare_runs_the_real_path_on_the_standins(tmp_path, caplog):
     assert seconds < 60
 
 
+def test_rehearsal_training_subset_holds_the_image_cut_into_sub_images():
+    """data.train_images keeps the first N DF2K names; DIV2K 0001 (1020x700, several 480-px sub-images) and
+    Flickr2K images must both be among them, so the sub-image path runs on both sources."""
+    cfg = load(profile_path("rehearsal"))
+    names = [n for s in registry.get("df2k").sources for n in standin.names_of(s)]
+    kept = cfg.data.first_train_images(names)
+    assert 0 < len(kept) == cfg.data.train_images < len(names)
+    assert "0001" in kept and any(len(n) == 6 for n in kept)
+    assert min(standin.size_of("div2k_train", "0001")) > 480
+
+
 def test_standin_refuses_a_real_copy_at_the_same_time(tmp_path):
     cfg = load(profile_path("rehearsal"))
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, local={"set5": str(tmp_path)}))

@@ -32,6 +32,20 @@ def test_train_stream_is_seeded_whole_crops_without_augmentation(tz_root):
     assert any(not torch.equal(a[k][1], other[k][1]) for k in range(10))
 
 
+def test_train_stream_in_forked_loader_workers_after_the_parent_read_it(tz_root):
+    """The paper preset loads with 8 workers. The parent reads the LMDB first (sample count, validation
+    pairs); a worker forked after that must still open it (LMDB refuses a second open of an env that is
+    open in the process, and a forked child inherits the parent's)."""
+    ds = tz.TextZoomTrain(tz_root, seed=0)
+    expect = [ds[k] for k in range(4)]                  # parent opens the env
+    ctx = torch.multiprocessing.get_context("fork")
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context=ctx,
+                                         sampler=range(4))
+    got = [t for lr, hr in loader for t in zip(lr, hr)]
+    assert len(got) == 4 and all(torch.equal(g[1], e[1]) for g, e in zip(got, expect))
+    assert ds[0][1].shape == (3, 32, 128)                # the parent reopens after the fork
+
+
 def test_train_stream_without_train_split_says_where_textzoom_comes_from(tmp_path):
     (tmp_path / "test").mkdir()
     with pytest.raises(tz.TextZoomError, match="JasonBoy1/TextZoom"):

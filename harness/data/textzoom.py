@@ -94,6 +94,18 @@ def _forget(path: Path) -> None:
         env.close()
 
 
+def _close_all() -> None:
+    """Close every env this process opened. Runs before each ``os.fork`` (DataLoader workers): an env
+    open at the fork stays registered in the child, whose own ``lmdb.open`` of the same path then fails
+    ("already open in this process"), and LMDB forbids using a parent's env in a child. Each process
+    reopens lazily through :func:`_open`."""
+    for key in list(_ENVS):
+        _ENVS.pop(key).close()
+
+
+os.register_at_fork(before=_close_all)
+
+
 def _count(txn: lmdb.Transaction, path: Path) -> int:
     raw = txn.get(b"num-samples")
     if raw is None:
