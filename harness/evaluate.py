@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: How tiles are merged by evaluate and by the training loop's validation (see harness/tiling.py).
 TILE_BLEND = "centre"
+#: LR side of the untimed warm-up forward before the first timed image (a corner of that image): enough to load
+#: the scan kernels and the CUDA context, without a whole extra forward of a large image.
+WARMUP_SIDE = 48
 #: Keys every final.pt has.
 FINAL_KEYS = ("model_name", "model_config", "state_dict", "ema", "iterations", "scale", "degradation",
               "fingerprint")
@@ -204,7 +207,8 @@ def _sync(device: torch.device) -> None:
 
 def score_network(net: nn.Module, model: str, datasets: list[str], degradation: Degradation, scale: int, data: Path,
                   tile: int, overlap: int, self_ensemble: bool, border: int, device: torch.device,
-                  max_images: int = 0) -> dict[str, Any]:
+                  max_images: int = 0, on_sr: Callable[[str, str, np.ndarray], None] | None = None
+                  ) -> dict[str, Any]:
     """PSNR / SSIM on Y of ``net`` on each test set: the ``datasets`` block of a metrics JSON.
 
     Shared by this stage and ``harness.released`` (released checkpoints), so both score alike.
@@ -220,6 +224,8 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
         device: torch device.
         max_images: score only the first N images of each test set in name order (``evaluate.max_images``);
             0 = all.
+        on_sr: called as ``on_sr(dataset, image, sr)`` with each scored SR image (HxWx3 uint8), e.g. to
+            keep the report's visual crops without a second forward.
 
     Returns:
         ``{dataset: {psnr_y, ssim_y, seconds, images_available, images: {image: {psnr_y, ssim_y, seconds}}}}``;
@@ -231,8 +237,8 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
         pairs = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
         available = len(pairs)
         pairs = pairs[:max_images] if max_images else pairs   # sorted by name
-        if not warmed:  # compile / allocate once, untimed
-            super_resolve(net, pairs[0][1], scale, tile, overlap, self_ensemble, device)
+        if not warmed:  # load / compile the kernels once, untimed, on a corner of the first image
+            super_resolve(net, pairs[0][1][:WARMUP_SIDE, :WARMUP_SIDE], scale, tile, overlap, self_ensemble, device)
             warmed = True
         images: dict[str, Any] = {}
         for name, lr, hr in pairs:
@@ -246,6 +252,8 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
                                  f"(LR {lr.shape}, x{scale}); is the HR mod-cropped?")
             images[name] = {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border),
                             "seconds": secs}
+            if on_sr is not None:
+                on_sr(ds, name, sr)
         results[ds] = {
             "psnr_y": float(np.mean([v["psnr_y"] for v in images.values()])),
             "ssim_y": float(np.mean([v["ssim_y"] for v in images.values()])),
@@ -300,12 +308,18 @@ def run(cfg: Config, model: str, degradation: Degradation, scale: int, checkpoin
         log.warning("evaluate.crop_border is %d but the scale is %d; BasicSR and the papers crop `scale` pixels",
                     border, scale)
     names = list(datasets) if datasets else list(cfg.data.test)
+    shown: dict[str, np.ndarray] = {}   # SR of the visual images, kept from scoring (no second forward)
+
+    def keep_visual(ds: str, name: str, sr: np.ndarray) -> None:
+        if visual is not None and ds == names[0] and len(shown) < cfg.report.visual_images:
+            shown[name] = sr
+
     results = score_network(net, model, names, degradation, scale, Path(data), tile, overlap, ev.self_ensemble,
-                            border, device, ev.max_images)
+                            border, device, ev.max_images, on_sr=keep_visual)
     if visual is not None:
         from harness.visual import save_crops
         save_crops(cfg, net, model, names[0], degradation, scale, Path(data), device, Path(visual),
-                   extra={"iterations": int(final["iterations"])})
+                   extra={"iterations": int(final["iterations"])}, sr_of=shown)
 
     backend = scan_backend(device)
     tile_info = {"size": tile, "overlap": overlap, "blend": TILE_BLEND}

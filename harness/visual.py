@@ -3,7 +3,8 @@
 ``csrbench evaluate`` calls :func:`save_crops` after scoring a model: the first
 ``report.visual_images`` images (sorted by name) of the first test set are each
 super-resolved whole through :func:`harness.evaluate.super_resolve` (tiles, overlap
-and self-ensemble as for the metrics), then the centre ``report.crop`` HR pixels
+and self-ensemble as for the metrics; the SR images that scoring already made are
+passed in and reused), then the centre ``report.crop`` HR pixels
 (a multiple of the scale, at most the image) are cut out of the SR, the HR and the
 compressed LR (enlarged by nearest-neighbour so the three line up). Written into
 ``<out>/`` (``results/visual/<model>/x<s>_<codec>_<level>/``)::
@@ -17,7 +18,7 @@ compressed LR (enlarged by nearest-neighbour so the three line up). Written into
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -51,7 +52,8 @@ def crop_paths(folder: Path, image: str) -> dict[str, Path]:
 
 
 def save_crops(cfg: Config, net: nn.Module, model: str, dataset: str, degradation: Degradation, scale: int,
-               data: Path, device: torch.device, out: Path, extra: dict[str, Any] | None = None) -> Path:
+               data: Path, device: torch.device, out: Path, extra: dict[str, Any] | None = None,
+               sr_of: Mapping[str, np.ndarray] | None = None) -> Path:
     """Super-resolve the first ``report.visual_images`` test images of ``dataset``; save the centre crops.
 
     Args:
@@ -65,6 +67,8 @@ def save_crops(cfg: Config, net: nn.Module, model: str, dataset: str, degradatio
         device: torch device.
         out: the folder written.
         extra: more keys for ``crops.json`` (e.g. ``iterations``).
+        sr_of: image name -> its SR output, already made by the metrics' forward (``csrbench evaluate``
+            passes those it scored); the images not in it are super-resolved here, the same way.
 
     Returns:
         The path of ``crops.json``.
@@ -82,7 +86,8 @@ def save_crops(cfg: Config, net: nn.Module, model: str, dataset: str, degradatio
     pairs = load_pairs(Path(data) / "hr" / dataset, Path(data) / "lr" / dataset / f"x{scale}" / degradation.tag)
     records: dict[str, Any] = {}
     for name, lr, hr in pairs[:cfg.report.visual_images]:
-        sr = super_resolve(net, lr, scale, ev.tile, ev.tile_overlap, ev.self_ensemble, device)
+        sr = sr_of[name] if sr_of and name in sr_of else super_resolve(
+            net, lr, scale, ev.tile, ev.tile_overlap, ev.self_ensemble, device)
         y, x, side = crop_box(lr.shape, scale, crop)
         ly, lx, ls = y // scale, x // scale, side // scale
         crops = {"sr": sr[y:y + side, x:x + side], "hr": hr[y:y + side, x:x + side],

@@ -144,3 +144,33 @@ def test_max_images_scores_the_first_images_in_name_order(trained):
     first = sorted(full["images"])[0]
     assert list(ds["images"]) == [first]
     assert ds["ssim_y"] == full["images"][first]["ssim_y"]
+
+
+def test_one_forward_per_scored_image_plus_a_small_warmup(trained, monkeypatch):
+    """The untimed warm-up runs on a WARMUP_SIDE corner; the visual crops reuse the scored SR (no 2nd forward)."""
+    root, cfg, _ = trained
+    shapes = []
+    real_load = evaluate.load_final
+
+    def counting_load(path, device="cpu"):
+        net, final = real_load(path, device)
+        net.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape[-2:])))
+        return net, final
+
+    monkeypatch.setattr(evaluate, "load_final", counting_load)
+    monkeypatch.setattr(evaluate, "WARMUP_SIDE", 8)
+    run = dict(model="nearest", degradation=K.DEG, scale=K.SCALE, checkpoint=root / "run", out=root / "m.json",
+               datasets=None, data=root / "data", device=torch.device("cpu"), visual=root / "vis")
+    both = dataclasses.replace(cfg, report=dataclasses.replace(cfg.report, visual_images=2))
+    evaluate.run(both, **run)
+    lr_shapes = [read_png_rgb(p).shape[:2] for p in
+                 sorted((root / "data" / "lr" / K.TEST_SET / "x2" / K.DEG.tag).glob("*.png"))]
+    assert shapes == [(8, 8)] + lr_shapes        # warm-up corner, then each image once; visuals reused
+    rec = read_json(root / "vis" / visual.CROPS_JSON)
+    assert list(rec["images"]) == ["img00", "img01"]
+    # an image shown but not scored (max_images 1) is super-resolved for its crop
+    shapes.clear()
+    one = dataclasses.replace(both, evaluate=dataclasses.replace(both.evaluate, max_images=1))
+    evaluate.run(one, **run)
+    assert shapes == [(8, 8), lr_shapes[0], lr_shapes[1]]
+    assert list(read_json(root / "vis" / visual.CROPS_JSON)["images"]) == ["img00", "img01"]

@@ -18,9 +18,13 @@ Urban100 stand-ins add building-like grids, Manga109 stand-ins are grey line art
 They are small (DF2K 96-160 px sides) so that the 3450 DF2K images take seconds, except where
 a size matters:
 
-- DIV2K valid ``0801`` is 184x800 HR (LR 46x200 at x4), wider than the paper's 192-px LR
+- DIV2K valid ``0801`` is 64x800 HR (LR 16x200 at x4), wider than the paper's 192-px LR
   evaluation tile, so tiled evaluation runs with two tiles (and whole along its short side); it
-  is the first DIV2K valid image by name, so ``evaluate.max_images: 1`` still scores it;
+  is the first DIV2K valid image by name, so ``evaluate.max_images: 1`` still scores it (16 LR
+  rows, a multiple of every window, so its two tiles carry no padding rows);
+- Set5 is at a quarter of its real sizes: every rehearsal network runs on ``baby`` (LR 32x32) several
+  times (validation, scoring, generalization to 5 test codecs), so its size sets much of the
+  rehearsal's time; the others (LR 14-18 px) are smaller than the networks' windows;
 - DIV2K train ``0001`` is 1020x700, cut into several 480-px sub-images (step 240, a last crop
   flush with the edge);
 - many sides are not multiples of 4 (mod-crop runs) and the LR sides are mostly not
@@ -99,11 +103,12 @@ STANDIN_NAMES: dict[str, tuple[str, ...]] = {
 }
 #: HR sizes (H, W) that matter (see the module docstring); the rest are drawn per image.
 _FIXED_SIZES: dict[tuple[str, str], tuple[int, int]] = {
-    ("div2k_valid", "0801"): (184, 800),
+    ("div2k_valid", "0801"): (64, 800),
     ("div2k_train", "0001"): (1020, 700),
-    # Set5 at about half its real sizes (baby 512x512 ... woman 344x228), so ERF crops fit.
-    ("set5", "baby"): (256, 256), ("set5", "bird"): (144, 144), ("set5", "butterfly"): (128, 128),
-    ("set5", "head"): (141, 141), ("set5", "woman"): (172, 114),
+    # Set5 at a quarter of its real sizes (baby 512x512 ... woman 344x228). baby, the first image, is what
+    # validation, generalization and the visual crops run on: LR 32x32, the rehearsal's ERF crop.
+    ("set5", "baby"): (128, 128), ("set5", "bird"): (72, 72), ("set5", "butterfly"): (64, 64),
+    ("set5", "head"): (70, 70), ("set5", "woman"): (86, 57),
 }
 _GRAY = {("set14", "man"), ("set14", "zebra")}
 #: (min, max) HR side per source; BSD100 keeps its 3:2 landscape / portrait shapes, Manga109 its 1:1.41 pages.
