@@ -86,12 +86,16 @@ class DataConfig:
 
     def first_train_images(self, names: Sequence[str]) -> list[str]:
         """The training images used: the first ``train_images`` of ``names`` in name order (all when 0)."""
-        return _first(names, self.train_images)
+        return first_n(names, self.train_images)
 
 
-def _first(names: Sequence[str], n: int) -> list[str]:
-    names = sorted(names)
-    return names[:n] if n else names
+def first_n(items: Sequence[Any], n: int) -> list[Any]:
+    """The first ``n`` of ``items`` in sorted (name) order; all of them when ``n`` is 0.
+
+    The one rule behind ``data.train_images``, ``evaluate.max_images``, ``train.val_images`` and
+    ``report.visual_images`` (items: names, or ``(name, ...)`` tuples with distinct names)."""
+    items = sorted(items)
+    return items[:n] if n else items
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class EvaluateConfig:
 
     def first_images(self, names: Sequence[str]) -> list[str]:
         """The test images scored: the first ``max_images`` of ``names`` in name order (all when 0)."""
-        return _first(names, self.max_images)
+        return first_n(names, self.max_images)
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,9 @@ class ErfConfig:
 class ReportConfig:
     visual_images: int                 # test images shown as visual crops
     crop: int                          # HR crop side of the visual comparison
+
+    def __post_init__(self):
+        _check(self.visual_images >= 1, "visual_images", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -189,15 +189,16 @@ def super_resolve(net: nn.Module, lr: np.ndarray, scale: int, tile: int, overlap
 
 # ----------------------------------------------------------------------------- stage
 
-def _load_pairs(hr_dir: Path, lr_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _load_pairs(hr_dir: Path, lr_dir: Path, limit: int) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], int]:
+    """The first ``limit`` pairs (0 = all; only those are decoded) and how many the test set has."""
     for d, hint in ((hr_dir, "csrbench prepare"), (lr_dir, "csrbench degrade")):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: test images not found (run `{hint}` first)")
-    from harness.data.loader import load_pairs
-    pairs = load_pairs(hr_dir, lr_dir)
+    from harness.data.loader import list_pairs, load_pairs
+    pairs = load_pairs(hr_dir, lr_dir, limit)
     if not pairs:
         raise FileNotFoundError(f"{hr_dir} / {lr_dir}: no image pairs")
-    return pairs
+    return pairs, len(list_pairs(hr_dir, lr_dir))
 
 
 def _sync(device: torch.device) -> None:
@@ -234,9 +235,8 @@ def score_network(net: nn.Module, model: str, datasets: list[str], degradation: 
     results: dict[str, Any] = {}
     warmed = False
     for ds in datasets:
-        pairs = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
-        available = len(pairs)
-        pairs = pairs[:max_images] if max_images else pairs   # sorted by name
+        pairs, available = _load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag,
+                                       max_images)
         if not warmed:  # load / compile the kernels once, untimed, on a corner of the first image
             super_resolve(net, pairs[0][1][:WARMUP_SIDE, :WARMUP_SIDE], scale, tile, overlap, self_ensemble, device)
             warmed = True

@@ -250,8 +250,8 @@ def image_data(cfg: Config, data: Path, scale: int, degradation: Degradation) ->
 
     def val_pairs() -> list:
         ds = cfg.data.test[0]
-        pairs = load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag)
-        return pairs[: cfg.train.val_images]
+        return load_pairs(Path(data) / "hr" / ds, Path(data) / "lr" / ds / f"x{scale}" / degradation.tag,
+                          cfg.train.val_images)
 
     return TrainData(dataset, val_pairs, {"train": cfg.data.train, "patch_size": cfg.data.patch_size,
                                           "sub_images": cfg.data.sub_images})

@@ -83,9 +83,10 @@ def save_crops(cfg: Config, net: nn.Module, model: str, dataset: str, degradatio
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a smaller report.visual_images leaves no stale crops behind
         old.unlink()
-    pairs = load_pairs(Path(data) / "hr" / dataset, Path(data) / "lr" / dataset / f"x{scale}" / degradation.tag)
+    pairs = load_pairs(Path(data) / "hr" / dataset, Path(data) / "lr" / dataset / f"x{scale}" / degradation.tag,
+                       cfg.report.visual_images)
     records: dict[str, Any] = {}
-    for name, lr, hr in pairs[:cfg.report.visual_images]:
+    for name, lr, hr in pairs:
         sr = sr_of[name] if sr_of and name in sr_of else super_resolve(
             net, lr, scale, ev.tile, ev.tile_overlap, ev.self_ensemble, device)
         y, x, side = crop_box(lr.shape, scale, crop)

@@ -80,6 +80,7 @@ def test_wrong_type(tmp_path, key, value, pattern):
     (("train", "ema_decay"), 1.0, r"train\.ema_decay: must be in \[0, 1\)"),
     (("evaluate", "tile_overlap"), 64, None),
     (("degrade", "scale"), 5, r"degrade\.scale: must be 2, 3 or 4"),
+    (("report", "visual_images"), 0, r"report\.visual_images: must be >= 1"),
 ])
 def test_bad_value(tmp_path, key, value, pattern):
     d = _smoke()

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness.data import loader
+from harness.data.images import ImageError
 from harness.data.loader import PairedPatches, batch_sampler, load_pairs
 
 
@@ -153,6 +154,18 @@ def test_load_pairs_sorted_and_cropped(tmp_path):
     for _, l, h in pairs:
         assert l.dtype == h.dtype == np.uint8 and h.shape == (2 * l.shape[0], 2 * l.shape[1], 3)
         np.testing.assert_array_equal(h[::2, ::2], l)
+
+
+def test_load_pairs_limit_decodes_only_the_first_images(tmp_path):
+    """limit = N: the first N by name are read (evaluate.max_images, val_images, visual_images); 0 = all."""
+    hr, lr = _pairs(tmp_path)
+    (lr / "im2.png").write_bytes((lr / "im2.png").read_bytes()[:40])   # truncated: decoding it fails
+    assert [n for n, _, _ in load_pairs(hr, lr, limit=2)] == ["im0", "im1"]
+    assert [n for n, _, _ in load_pairs(hr, lr, limit=1)] == ["im0"]
+    with pytest.raises(ImageError, match="im2.png"):
+        load_pairs(hr, lr)
+    with pytest.raises(ImageError, match="im2.png"):
+        load_pairs(hr, lr, limit=3)
 
 
 def test_bounded_cache_changes_nothing(tmp_path):

@@ -98,8 +98,12 @@ def _scale_of(lr_hw: tuple[int, int], hr_hw: tuple[int, int], what: str) -> int:
     return s
 
 
-def load_pairs(hr_dir: str | Path, lr_dir: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_pairs(hr_dir: str | Path, lr_dir: str | Path, limit: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Whole-image pairs for evaluation / validation, sorted by name.
+
+    Args:
+        hr_dir, lr_dir: see :func:`list_pairs`.
+        limit: only the first ``limit`` pairs by name are read (:func:`harness.config.first_n`; 0 = all).
 
     Returns:
         ``[(name, lr, hr)]``: HxWx3 uint8 RGB arrays; ``hr`` is cropped at the bottom / right to
@@ -109,8 +113,9 @@ def load_pairs(hr_dir: str | Path, lr_dir: str | Path) -> list[tuple[str, np.nda
     Raises:
         FileNotFoundError / ValueError / ImageError: see :func:`list_pairs`; sizes that do not match.
     """
+    from harness.config import first_n
     out = []
-    for name, lp, hp in list_pairs(hr_dir, lr_dir):
+    for name, lp, hp in first_n(list_pairs(hr_dir, lr_dir), limit):
         lr, hr = read_png_rgb(lp), read_png_rgb(hp)
         s = _scale_of(lr.shape[:2], hr.shape[:2], str(lp))
         out.append((name, lr, np.ascontiguousarray(hr[: s * lr.shape[0], : s * lr.shape[1]])))
