@@ -197,7 +197,8 @@ class EvaluateConfig:
     crop_border: int | Literal["scale"]  # pixels cropped before PSNR/SSIM; "scale" = BasicSR's convention
     self_ensemble: bool                # x8 geometric self-ensemble ("+" rows)
     max_images: int                    # first N images in name order of each test set (evaluate, released,
-                                       # generalize); 0 = all (a length knob: the rehearsal profile)
+                                       # generalize; TextZoom: first N crops of each split); 0 = all
+                                       # (a length knob: the rehearsal profile)
     generalize_datasets: tuple[str, ...]  # test sets of the codec-generalization stage; [] = data.test
 
     def __post_init__(self):

@@ -2,7 +2,8 @@
 
 For every split in ``easy``, ``medium``, ``hard`` under the TextZoom root
 (``textzoom.root``, or the embedded rendered set when it is ``""``), three
-inputs go through the same metrics and the same recogniser (``textzoom.recognizer``):
+inputs go through the same metrics and the same recogniser (``textzoom.recognizer``), for the
+first ``evaluate.max_images`` crops of each split (0 = all; ``n`` of ``available`` are scored):
 
 - ``sr``: the model's output on the 64x16 LR, clamped to [0, 1] and rounded to uint8;
 - ``bicubic``: the LR upsampled to 128x32 with PIL bicubic (TextZoom's resize);
@@ -14,7 +15,7 @@ PSNR/SSIM are :func:`harness.metrics.psnr_y` / :func:`harness.metrics.ssim_y` wi
 ``average`` row weights splits by their sample counts, as TextZoom's table does.
 
 Output: ``results/textzoom/<model>.json`` = {provenance, model, checkpoint, trained, profile,
-recognizer, root, crop_border, splits: {<split>: {n, sr: {psnr_y, ssim_y, accuracy},
+recognizer, root, crop_border, max_images, splits: {<split>: {n, available, sr: {psnr_y, ssim_y, accuracy},
 bicubic: {psnr_y, ssim_y, accuracy}, hr: {accuracy}, words: [{label, sr, bicubic, hr}]}},
 average: {...}}.
 
@@ -99,7 +100,7 @@ def _scores(outs: list[np.ndarray], hrs: list[np.ndarray], preds: list[str], lab
 
 @torch.no_grad()
 def evaluate_split(net: nn.Module, ds: tz.TextZoomPairs, recognizer: Recognizer, batch_size: int,
-                   device: torch.device) -> dict[str, Any]:
+                   device: torch.device, limit: int = 0) -> dict[str, Any]:
     """Scores of one split (see the module docstring for the keys).
 
     Args:
@@ -108,14 +109,16 @@ def evaluate_split(net: nn.Module, ds: tz.TextZoomPairs, recognizer: Recognizer,
         recognizer: reads the 128x32 crops.
         batch_size: LR crops per forward pass.
         device: where ``net`` runs.
+        limit: score only the first ``limit`` crops of the split (``evaluate.max_images``); 0 = all.
     """
     srs: list[np.ndarray] = []
     bics: list[np.ndarray] = []
     hrs: list[np.ndarray] = []
     labels: list[str] = []
+    n = min(limit, len(ds)) if limit else len(ds)
     t0 = time.perf_counter()
-    for start in range(0, len(ds), batch_size):
-        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+    for start in range(0, n, batch_size):
+        items = [ds[i] for i in range(start, min(start + batch_size, n))]
         lr = torch.stack([it[0] for it in items]).to(device)
         sr = net(lr)
         want = (lr.shape[0], 3, tz.HR_SIZE[1], tz.HR_SIZE[0])
@@ -129,6 +132,7 @@ def evaluate_split(net: nn.Module, ds: tz.TextZoomPairs, recognizer: Recognizer,
     p_sr, p_bic, p_hr = recognizer.recognize(srs), recognizer.recognize(bics), recognizer.recognize(hrs)
     return {
         "n": len(labels),
+        "available": len(ds),
         "sr": _scores(srs, hrs, p_sr, labels),
         "bicubic": _scores(bics, hrs, p_bic, labels),
         "hr": {"accuracy": accuracy(p_hr, labels)},
@@ -181,7 +185,7 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
     splits = {}
     for split in tz.TEST_SPLITS:
         ds = tz.TextZoomPairs(tz.split_path(root, split))
-        splits[split] = evaluate_split(net, ds, recognizer, cfg.textzoom.batch_size, device)
+        splits[split] = evaluate_split(net, ds, recognizer, cfg.textzoom.batch_size, device, cfg.evaluate.max_images)
         s = splits[split]
         log.info("textzoom %s %s: n=%d acc sr %.3f bicubic %.3f hr %.3f, psnr_y sr %.2f bicubic %.2f", model, split,
                  s["n"], s["sr"]["accuracy"], s["bicubic"]["accuracy"], s["hr"]["accuracy"],
@@ -198,6 +202,7 @@ def run(cfg, model: str, checkpoint: Path | None, out: Path, device: torch.devic
         "root": str(root),
         "embedded": root == tz.embedded_root(cfg),
         "crop_border": CROP_BORDER,
+        "max_images": cfg.evaluate.max_images,
         "splits": splits,
         "average": _average(splits),
     }

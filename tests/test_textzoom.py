@@ -177,6 +177,16 @@ def test_textzoom_eval_run(tmp_path, monkeypatch):
         assert abs(s["sr"]["psnr_y"] - s["bicubic"]["psnr_y"]) < 1.0   # the stand-in is ~bicubic
     assert res["splits"]["easy"]["bicubic"]["psnr_y"] > res["splits"]["hard"]["bicubic"]["psnr_y"]
     assert res["average"]["n"] == 15 and res["average"]["hr"]["accuracy"] == 1.0
+    assert res["max_images"] == 0 and all(res["splits"][s]["available"] == 5 for s in tz.TEST_SPLITS)
+
+    # evaluate.max_images: the first N crops of each split (the rehearsal scores one)
+    two = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, max_images=2))
+    res2 = provenance.read_json(textzoom_eval.run(two, "tiny_x2", tmp_path / "ckpt.pt", tmp_path / "r3",
+                                                  torch.device("cpu"), root=root))
+    assert res2["max_images"] == 2 and res2["average"]["n"] == 6
+    for split in tz.TEST_SPLITS:
+        s2, s = res2["splits"][split], res["splits"][split]
+        assert (s2["n"], s2["available"]) == (2, 5) and s2["words"] == s["words"][:2]
 
     with pytest.raises(RuntimeError, match="do not fit"):
         torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "bad.pt")
