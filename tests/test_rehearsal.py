@@ -161,9 +161,9 @@ def test_standin_refuses_a_real_copy_at_the_same_time(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CSRBENCH_REHEARSAL"),
-                    reason="the full rehearsal (`csrbench profile rehearsal && dvc repro` in a fresh clone) takes well "
-                           "over an hour on 2 CPU cores (146 stages of paper-size networks; measured in README: "
-                           "Rehearsal before the GPU), too long for CI; set CSRBENCH_REHEARSAL=1 to run it")
+                    reason="the full rehearsal (`csrbench profile rehearsal && dvc repro` in a fresh clone) takes "
+                           "about 50 min on 2 CPU cores (152 stages, 146 of them paper-size networks; measured in "
+                           "README: Rehearsal before the GPU), too long for CI; set CSRBENCH_REHEARSAL=1 to run it")
 def test_rehearsal_pipeline_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
