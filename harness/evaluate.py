@@ -194,11 +194,12 @@ def _load_pairs(hr_dir: Path, lr_dir: Path, limit: int) -> tuple[list[tuple[str,
     for d, hint in ((hr_dir, "csrbench prepare"), (lr_dir, "csrbench degrade")):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: test images not found (run `{hint}` first)")
-    from harness.data.loader import list_pairs, load_pairs
-    pairs = load_pairs(hr_dir, lr_dir, limit)
-    if not pairs:
+    from harness.config import first_n
+    from harness.data.loader import list_pairs, read_pairs
+    rows = list_pairs(hr_dir, lr_dir)
+    if not rows:
         raise FileNotFoundError(f"{hr_dir} / {lr_dir}: no image pairs")
-    return pairs, len(list_pairs(hr_dir, lr_dir))
+    return read_pairs(first_n(rows, limit)), len(rows)
 
 
 def _sync(device: torch.device) -> None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from harness import metrics
 from harness.checkpoint import FINAL_NAME
+from harness.config import first_n
 from harness.data import textzoom as tz
 from harness.provenance import write_json
 from harness.recognition import Recognizer, accuracy, build_recognizer
@@ -115,10 +116,10 @@ def evaluate_split(net: nn.Module, ds: tz.TextZoomPairs, recognizer: Recognizer,
     bics: list[np.ndarray] = []
     hrs: list[np.ndarray] = []
     labels: list[str] = []
-    n = min(limit, len(ds)) if limit else len(ds)
+    scored = first_n(range(len(ds)), limit)
     t0 = time.perf_counter()
-    for start in range(0, n, batch_size):
-        items = [ds[i] for i in range(start, min(start + batch_size, n))]
+    for start in range(0, len(scored), batch_size):
+        items = [ds[i] for i in scored[start:start + batch_size]]
         lr = torch.stack([it[0] for it in items]).to(device)
         sr = net(lr)
         want = (lr.shape[0], 3, tz.HR_SIZE[1], tz.HR_SIZE[0])

@@ -33,7 +33,7 @@ from PIL import Image
 
 from harness.data.images import ImageError, read_png_rgb
 
-__all__ = ["PairedPatches", "BatchSampler", "batch_sampler", "load_pairs", "list_pairs", "train_dirs"]
+__all__ = ["PairedPatches", "BatchSampler", "batch_sampler", "load_pairs", "read_pairs", "list_pairs", "train_dirs"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -114,8 +114,13 @@ def load_pairs(hr_dir: str | Path, lr_dir: str | Path, limit: int = 0) -> list[t
         FileNotFoundError / ValueError / ImageError: see :func:`list_pairs`; sizes that do not match.
     """
     from harness.config import first_n
+    return read_pairs(first_n(list_pairs(hr_dir, lr_dir), limit))
+
+
+def read_pairs(rows: list[tuple[str, Path, Path]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Decode ``(name, lr_path, hr_path)`` rows of :func:`list_pairs` as :func:`load_pairs` returns them."""
     out = []
-    for name, lp, hp in first_n(list_pairs(hr_dir, lr_dir), limit):
+    for name, lp, hp in rows:
         lr, hr = read_png_rgb(lp), read_png_rgb(hp)
         s = _scale_of(lr.shape[:2], hr.shape[:2], str(lp))
         out.append((name, lr, np.ascontiguousarray(hr[: s * lr.shape[0], : s * lr.shape[1]])))
