@@ -99,6 +99,7 @@ from harness.config import Config, Degradation, EvaluateConfig, TrainConfig
 from harness.evaluate import build_model, scan_backend, super_resolve
 from harness.losses import build_loss
 from harness.metrics import psnr_y
+from harness.optim import Adam, make_adam
 
 __all__ = ["run", "get_lr", "fingerprint", "TrainData", "image_data", "Trainer", "build_trainer", "train_batches",
            "set_lr", "train_step", "CURVE_HEADER", "CKPT_KEYS"]
@@ -270,7 +271,7 @@ class Trainer:
     model: nn.Module
     model_config: dict[str, Any]
     ema: nn.Module | None
-    optimizer: torch.optim.Optimizer
+    optimizer: Adam | torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     amp_dtype: torch.dtype | None
@@ -284,6 +285,9 @@ class Trainer:
 def build_trainer(cfg: Config, model: str, device: torch.device | str = "cpu") -> Trainer:
     """Seed, build ``model`` (same init on every rank), its EMA copy, Adam, the GradScaler and the loss.
 
+    Adam is ``harness.optim.Adam`` on CPU (torch's update without torch.optim's 1.3 s import of
+    torch._dynamo), ``torch.optim.Adam`` on GPU (see :func:`harness.optim.make_adam`).
+
     Seeds torch, ``random`` and numpy with ``train.seed`` first (the initial weights depend on it). The
     optimiser's lr is ``train.lr``; the loop sets :func:`get_lr` of each iteration before its step.
     """
@@ -296,7 +300,7 @@ def build_trainer(cfg: Config, model: str, device: torch.device | str = "cpu") -
     return Trainer(
         name=model, model=raw_model, model_config=model_config,
         ema=copy.deepcopy(raw_model).requires_grad_(False).eval() if t.ema_decay > 0 else None,
-        optimizer=torch.optim.Adam(raw_model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay),
+        optimizer=make_adam(raw_model.parameters(), device, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay),
         scaler=torch.amp.GradScaler(device.type, enabled=t.amp == "fp16"),
         loss_fn=build_loss(t.loss, t.charbonnier_eps),
         amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp),
@@ -319,7 +323,7 @@ def train_batches(cfg: Config, train_data: TrainData, start: int, device: torch.
     return ((lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)) for lr, hr in iter(loader))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: Adam | torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's lr (the loop passes :func:`get_lr` of the iteration)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
