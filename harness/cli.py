@@ -336,21 +336,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _limit_threads(cfg, command: str) -> None:
-    """Smoke profile: one CPU thread for torch and numba unless the user chose otherwise.
+    """Smoke profile: one CPU thread for torch, up to two for numba's scan kernel, unless the user chose.
 
     Not for ``bench``: a benchmark measures the machine with all its cores (and records the count).
 
-    Measured on 2 cores: the smoke models are so small that two threads cost more in
-    synchronisation than they gain (mambacsr_smoke fwd+bwd 0.61 s with 1 thread, 10.8 s
-    with 2 under load), and numba's and torch's OpenMP pools fight over the cores. Must run
-    before torch or numba is imported; OMP_NUM_THREADS / NUMBA_NUM_THREADS set by the user win.
+    torch: the smoke models are so small that two threads cost more in synchronisation than
+    they gain under load (mambacsr_smoke fwd+bwd 0.61 s with 1 thread, 10.8 s with 2 on a
+    loaded 2-core box), and torch 2.13's first exp/log/tanh/erf call with 2+ threads is
+    sometimes inexact, which would make smoke results differ between runs. numba: its scan
+    kernel's results do not depend on the thread count at these shapes (work units write
+    disjoint outputs; the backward's channel slicing is 1 for batch x groups >= 2 x threads,
+    the case of every smoke call) and the scan is ~40 % of a MambaCSR smoke step, so it gets
+    min(2, cores): a mambacsr_smoke training went from 48.4 s to 38.8 s, bit-identical weights.
+    (``mambacsr.ops.selective_scan`` keeps numba's OpenMP layer from raising torch's count.)
+    Must run before torch or numba is imported; OMP_NUM_THREADS / NUMBA_NUM_THREADS set by the
+    user win.
     """
     if cfg is None or cfg.profile != "smoke" or command == "bench":
         return
     if "torch" in sys.modules or "numba" in sys.modules:
         return  # called in-process (e.g. from tests): numba refuses a thread change once launched
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,7 +93,7 @@ def provenance(cfg: Config | None = None, device: torch.device | str | None = No
         "device": str(device) if device is not None else "cpu",
         "device_name": _device_name(device),
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                 "torch_threads": _torch_threads()},
+                 "torch_threads": _torch_threads(), "numba_threads": _numba_threads()},
         "argv": sys.argv,
         "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -107,6 +107,12 @@ def _torch_threads() -> int | None:
         return torch.get_num_threads()
     except ImportError:  # pragma: no cover
         return None
+
+
+def _numba_threads() -> int | None:
+    """numba's thread count (the scan kernel's), if this process imported numba; else None."""
+    numba = sys.modules.get("numba")
+    return numba.get_num_threads() if numba is not None else None
 
 
 def _finite(x: Any) -> Any:

@@ -79,3 +79,22 @@ def test_profile_subcommand(tmp_path):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "prepare" in r.stdout
+
+
+@pytest.mark.parametrize("profile, preset, expect", [
+    ("smoke", {}, ["1", "1", "min2"]),
+    ("smoke", {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "3"}, ["3", "1", "1"]),  # the user's choice wins
+    ("paper", {}, ["unset", "unset", "unset"]),
+])
+def test_smoke_thread_limits(profile, preset, expect):
+    """Smoke: torch (OpenMP/MKL) one thread, numba's scan kernel min(2, cores); other profiles untouched."""
+    code = ("import os, types\n"
+            "from harness.cli import _limit_threads\n"
+            f"_limit_threads(types.SimpleNamespace(profile={profile!r}), 'train')\n"
+            "print(*(os.environ.get(v, 'unset') for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')))\n")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, **preset}).stdout.split()
+    cores = __import__("os").cpu_count() or 1
+    assert out == [str(min(2, cores)) if e == "min2" else e for e in expect]

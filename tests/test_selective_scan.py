@@ -352,3 +352,26 @@ def test_scan_benchmark_writes_ratios(tmp_path, monkeypatch):
     assert d["goals"]["shape"] == "tiny" and "met" in d["goals"][f"{FAST[0]}_fwd_speedup"]
     extra = bench._memory_child(FAST[0], "tiny", True, 1)
     assert extra["peak_extra_mb"] >= 0 and extra["bound"] in ("exact", "upper")
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_numba_kernel_leaves_torch_thread_count_alone():
+    """numba's OpenMP layer sets the shared runtime's thread count to its own on its first launch;
+    the op restores torch's (the smoke profile runs numba with 2 threads and torch with 1)."""
+    import subprocess
+    import sys
+    code = (
+        "import torch\n"
+        "from mambacsr.ops import use_backend, selective_scan\n"
+        "before = torch.get_num_threads()  # torch's pool is set up before the first scan, as in training\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "u = torch.rand(2, 8, 32, generator=g, requires_grad=True)\n"
+        "A = -torch.rand(8, 4, generator=g)\n"
+        "B, C = torch.rand(2, 4, 32, generator=g), torch.rand(2, 4, 32, generator=g)\n"
+        "with use_backend('numba'):\n"
+        "    selective_scan(u, torch.rand(2, 8, 32, generator=g), A, B, C).sum().backward()\n"
+        "import numba\n"
+        "print(before, torch.get_num_threads(), numba.get_num_threads())\n")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["1", "1", "2"]

@@ -194,6 +194,24 @@ def _groups(M: Tensor) -> Tensor:
     return M.unsqueeze(1) if M.dim() == 3 else M
 
 
+def _keep_torch_threads(kernel, *args):
+    """``kernel(*args)``, leaving torch's intra-op thread count as it was.
+
+    numba's OpenMP threading layer shares the process's OpenMP runtime with torch and, on its first
+    parallel launch, sets the runtime's thread count to numba's own (NUMBA_NUM_THREADS): torch then
+    runs its ops with that many threads too. Harmless when the two counts are equal (the defaults);
+    the smoke profile gives numba 2 threads and torch 1 (see harness.cli), and there this silently
+    made every torch op after the first scan two-threaded. Measured: numba's later launches do not
+    change it again, so restoring once is enough; the check costs ~1 us per call.
+    """
+    n = torch.get_num_threads()
+    try:
+        return kernel(*args)
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 class SelectiveScanNumba(torch.autograd.Function):
     """The numba CPU kernel (forward + explicit adjoint backward) as one autograd op.
 
@@ -226,8 +244,8 @@ class SelectiveScanNumba(torch.autograd.Function):
         if delta_bias is not None:
             x = x + delta_bias.detach().to(cdt)[:, None]
         dt = (F.softplus(x) if delta_softplus else x).contiguous()
-        y, ckpt, last = _cpu_kernel.scan_fwd(uk.numpy(), dt.numpy(), Ak.numpy(), Bk.numpy(), Ck.numpy(),
-                                             None if Dk is None else Dk.numpy())
+        y, ckpt, last = _keep_torch_threads(_cpu_kernel.scan_fwd, uk.numpy(), dt.numpy(), Ak.numpy(), Bk.numpy(),
+                                            Ck.numpy(), None if Dk is None else Dk.numpy())
         y = torch.from_numpy(y)
         zk = None
         if z is not None:
@@ -258,9 +276,9 @@ class SelectiveScanNumba(torch.autograd.Function):
             dy = dout * (zk * sig)
         else:
             dy = dout
-        g = _cpu_kernel.scan_bwd(uk.numpy(), dt.numpy(), Ak.numpy(), Bk.numpy(), Ck.numpy(),
-                                 None if Dk is None else Dk.numpy(), ckpt.numpy(), dy.contiguous().numpy(),
-                                 None if dlast is None else dlast.detach().to(cdt).contiguous().numpy())
+        g = _keep_torch_threads(_cpu_kernel.scan_bwd, uk.numpy(), dt.numpy(), Ak.numpy(), Bk.numpy(), Ck.numpy(),
+                                None if Dk is None else Dk.numpy(), ckpt.numpy(), dy.contiguous().numpy(),
+                                None if dlast is None else dlast.detach().to(cdt).contiguous().numpy())
         t = {k: torch.from_numpy(v) for k, v in g.items()}
         ddelta = t["ddt"]
         if ctx.delta_softplus:
