@@ -1,8 +1,8 @@
 """Adam for CPU training: torch.optim.Adam's update, without torch.optim's import of torch._dynamo.
 
-``torch.optim.Optimizer`` imports ``torch._dynamo`` in its constructor (``add_param_group`` is wrapped by
-``torch._disable_dynamo``) and again in every ``step``: 1.3 s of a 2-core CPU in each training process,
-which is most of a smoke or rehearsal training's fixed cost (24 and 71 training processes per
+``torch.optim.Optimizer``'s constructor (``add_param_group`` is wrapped by ``torch._disable_dynamo``) and
+``step`` (``_use_grad_for_differentiable``) import ``torch._dynamo``: 1.3 s of a 2-core CPU in each training process,
+which is most of a smoke or rehearsal training's fixed cost (23 and 69 training processes per
 ``dvc repro``). `Adam` here is the plain update of ``torch.optim.adam._single_tensor_adam`` (the path
 torch itself takes for CPU tensors: no foreach, fused, capturable, amsgrad or maximize), written out
 op for op so the trained weights are bit-identical (tests/test_optim.py). `make_adam` returns it on
