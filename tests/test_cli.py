@@ -1,5 +1,6 @@
 """The csrbench CLI lists every stage, validates params before any work, and never fakes output."""
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -92,9 +93,9 @@ def test_smoke_thread_limits(profile, preset, expect):
             "from harness.cli import _limit_threads\n"
             f"_limit_threads(types.SimpleNamespace(profile={profile!r}), 'train')\n"
             "print(*(os.environ.get(v, 'unset') for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')))\n")
-    env = {k: v for k, v in __import__("os").environ.items()
+    env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, **preset}).stdout.split()
-    cores = __import__("os").cpu_count() or 1
+    cores = os.cpu_count() or 1
     assert out == [str(min(2, cores)) if e == "min2" else e for e in expect]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -358,8 +361,6 @@ def test_scan_benchmark_writes_ratios(tmp_path, monkeypatch):
 def test_numba_kernel_leaves_torch_thread_count_alone():
     """numba's OpenMP layer sets the shared runtime's thread count to its own on its first launch;
     the op restores torch's (the smoke profile runs numba with 2 threads and torch with 1)."""
-    import subprocess
-    import sys
     code = (
         "import torch\n"
         "from mambacsr.ops import use_backend, selective_scan\n"
@@ -372,6 +373,6 @@ def test_numba_kernel_leaves_torch_thread_count_alone():
         "    selective_scan(u, torch.rand(2, 8, 32, generator=g), A, B, C).sum().backward()\n"
         "import numba\n"
         "print(before, torch.get_num_threads(), numba.get_num_threads())\n")
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["1", "1", "2"]
