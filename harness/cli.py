@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,8 +23,15 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("csrbench")
 
+_STARTED = time.time()  # this module's import: the command's start, about 0.05 s after the interpreter's
+
+#: When set, each command appends one JSON line to this file: argv, exit code and the wall-clock times
+#: ``start`` (this module imported), ``ready`` (params loaded and checked: torch and the models imported)
+#: and ``end``. `csrbench bench rehearsal` reads it to split a stage's seconds between csrbench and DVC.
+TIMING_ENV = "CSRBENCH_TIMING_LOG"
+
 STAGES = ("prepare", "degrade", "train", "evaluate", "complexity", "erf", "report", "check")
-BENCHES = ("scan", "degrade", "pipeline", "train", "evaluate")  # `gpu` was renamed `train` (device-agnostic)
+BENCHES = ("scan", "degrade", "pipeline", "rehearsal", "train", "evaluate")  # `gpu` was renamed `train` (device-agnostic)
 
 
 def _degradation(codec: str | None, level: int | None):
@@ -362,6 +371,17 @@ def _limit_threads(cfg, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    marks = {"start": _STARTED if argv is None else time.time()}
+    rc = None  # an exception that is a bug propagates with its traceback: logged as rc null
+    try:
+        rc = _main(argv, marks)
+        return rc
+    finally:
+        if os.environ.get(TIMING_ENV):
+            _log_timing(os.environ[TIMING_ENV], sys.argv[1:] if argv is None else list(argv), marks, rc)
+
+
+def _main(argv: Sequence[str] | None, marks: dict[str, float]) -> int:
     from harness.config import ConfigError, check_names, load
 
     args = build_parser().parse_args(argv)
@@ -370,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _limit_threads(cfg, args.command)
         if cfg is not None:
             check_names(cfg)  # imports torch: after the thread limits
+        marks["ready"] = time.time()
         from harness.runtime import setup_logging
         setup_logging(-1 if args.quiet else args.verbose)
         result = args.fn(args, cfg)
@@ -389,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result is not None:
         log.info("wrote %s", result)
     return 0
+
+
+def _log_timing(path: str, argv: list[str], marks: dict[str, float], rc: int | None) -> None:
+    """Append this command's times to ``path`` (one JSON line; one append, so concurrent commands interleave
+    whole lines)."""
+    line = json.dumps({"argv": argv, "rc": rc, **marks, "end": time.time()}) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

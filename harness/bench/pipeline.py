@@ -31,23 +31,33 @@ _STAGE = re.compile(r"Running stage '([^']+)'")
 
 def _timed(cmd: list[str], cwd: Path) -> tuple[float, dict[str, float]]:
     """Run ``cmd`` in ``cwd``; returns (seconds, seconds per DVC stage in the order run)."""
+    dt, windows = timed_stages(cmd, cwd)
+    return dt, {name: round(end - start, 1) for name, start, end in windows}
+
+
+def timed_stages(cmd: list[str], cwd: Path, **env_extra: str) -> tuple[float, list[tuple[str, float, float]]]:
+    """Run ``cmd`` (``dvc repro``) in ``cwd`` with extra environment variables.
+
+    Returns (seconds, [(stage, start, end)]) in the order run, start and end in wall-clock seconds
+    (``time.time()``); a stage lasts from DVC's "Running stage" line to the next one (or the end).
+    """
     # the clone's own code (not this checkout's editable install), with this interpreter's packages
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=str(cwd))
-    t0 = time.perf_counter()
+               PYTHONPATH=str(cwd), **env_extra)
+    t0, wall0 = time.perf_counter(), time.time()
     lines, starts = [], []
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             lines.append(line)
             m = _STAGE.match(line)
             if m:
-                starts.append((m.group(1), time.perf_counter() - t0))
+                starts.append((m.group(1), wall0 + time.perf_counter() - t0))
     dt = time.perf_counter() - t0
     out = "".join(lines)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed in {cwd} after {dt:.0f} s:\n{out[-4000:]}")
-    ends = [t for _, t in starts[1:]] + [dt]
-    return dt, {name: round(end - t, 1) for (name, t), end in zip(starts, ends)}
+    ends = [t for _, t in starts[1:]] + [wall0 + dt]
+    return dt, [(name, t, end) for (name, t), end in zip(starts, ends)]
 
 
 def _textzoom_scores(results: Path) -> dict[str, object]:
