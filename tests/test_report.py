@@ -214,3 +214,20 @@ def test_no_textzoom_results_say_which_stage_makes_them(tmp_path):
     page = render.run(smoke_cfg(), tmp_path / "results", tmp_path / "data", tmp_path / "index.html").read_text()
     tzp = page[page.index('<section id="textzoom">'):page.index('<section id="complexity">')]
     assert "csrbench textzoom-train" in tzp and '<table class="textzoom"' not in tzp
+
+
+def test_a_rehearsal_benchmark_is_badged_and_does_not_label_the_results(tmp_path):
+    cfg = smoke_cfg()
+    results = tmp_path / "results"
+    _metrics(results, "swinir_smoke", 4, "jpeg", 10, {"set5": (24.0, 0.7)})
+    rehearsal = dataclasses.replace(cfg, profile="rehearsal")
+    nested = {f"group{i}": {"a": i, "b": i, "c": i, "d": i, "e": i} for i in range(20)}   # 100 nested values
+    write_json(results / "bench" / "rehearsal.json",
+               {"first_repro_seconds": 3248.0, "groups": nested, "goal_met": False}, cfg=rehearsal)
+    page = render.run(cfg, results, tmp_path / "data", tmp_path / "index.html").read_text()
+    assert "SMOKE PROFILE" in page and "REHEARSAL PROFILE" not in page      # no rehearsal result in the tables
+    bench = page[page.index('id="bench"'):]
+    assert '<b>rehearsal</b><span class="badge smoke">rehearsal</span>' in bench
+    # the top-level figures come before the nested ones, so the 80-value cut does not hide them
+    assert bench.index("<code>goal_met</code>") < bench.index("<code>groups.group0.a</code>")
+    assert "first 80 values shown; see results/bench/rehearsal.json." in bench
